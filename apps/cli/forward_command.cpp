@@ -1,0 +1,271 @@
+#include "forward_command.hpp"
+
+#include "../common/limits.hpp"
+
+#include <rstream/rstream.hpp>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <ctime>
+#include <memory>
+
+namespace {
+
+namespace asio = boost::asio;
+using json = nlohmann::json;
+
+struct forward_options {
+    std::string target;
+    bool publish = true;
+    std::string name;
+    std::vector<std::string> labels;
+    std::string output = "text";
+};
+
+std::string clock_text() {
+    auto t = std::time(nullptr);
+    std::tm tm{};
+    localtime_r(&t, &tm);
+    char buf[16];
+    std::strftime(buf, sizeof buf, "%H:%M:%S", &tm);
+    return buf;
+}
+
+std::string iso_now() {
+    auto t = std::time(nullptr);
+    std::tm tm{};
+    gmtime_r(&t, &tm);
+    char buf[32];
+    std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    return buf;
+}
+
+std::string human_bytes(std::uint64_t n) {
+    char buf[32];
+    if (n < 1024)
+        std::snprintf(buf, sizeof buf, "%llu B", static_cast<unsigned long long>(n));
+    else if (n < 1024 * 1024)
+        std::snprintf(buf, sizeof buf, "%.1f KiB", n / 1024.0);
+    else if (n < 1024ull * 1024 * 1024)
+        std::snprintf(buf, sizeof buf, "%.1f MiB", n / (1024.0 * 1024));
+    else
+        std::snprintf(buf, sizeof buf, "%.2f GiB", n / (1024.0 * 1024 * 1024));
+    return buf;
+}
+
+/// Prints what happens, as text lines or one JSON object per event.
+class printer {
+public:
+    explicit printer(bool json_output) : json_(json_output) {}
+
+    void emit(const std::string& event, json fields, const std::string& text) {
+        if (json_) {
+            fields["event"] = event;
+            fields["time"] = iso_now();
+            std::printf("%s\n", fields.dump().c_str());
+        } else {
+            std::printf("%s\n", text.c_str());
+        }
+        std::fflush(stdout);
+    }
+
+    void online(const rstream::tunnel& t, const std::string& target, const std::string& engine, bool again) {
+        auto p = t.properties();
+        auto fwd = rstream::forwarding_address(p);
+        if (json_) {
+            emit("tunnel.online",
+                 {{"tunnel_id", p.id}, {"name", p.name}, {"forwarding", fwd}, {"target", target}, {"engine", engine},
+                  {"reconnected", again}},
+                 "");
+            return;
+        }
+        std::printf("%s\n", again ? "rstream forward: back online" : "rstream forward");
+        std::printf("  status       online\n");
+        std::printf("  tunnel id    %s\n", p.id.c_str());
+        std::printf("  forwarding   %s -> %s\n", fwd.c_str(), target.c_str());
+        std::printf("  engine       %s\n\n", engine.c_str());
+        std::fflush(stdout);
+    }
+
+    void stream_event(const rstream::forward_event& e) {
+        using k = rstream::forward_event::kind;
+        std::string id = e.stream_id.substr(0, 8);
+        switch (e.what) {
+        case k::opened:
+            emit("stream.opened", {{"stream_id", e.stream_id}, {"source_ip", e.source_ip}},
+                 clock_text() + "  stream " + id + "  from " + (e.source_ip.empty() ? "?" : e.source_ip) + "  opened");
+            break;
+        case k::closed:
+            emit("stream.closed",
+                 {{"stream_id", e.stream_id},
+                  {"source_ip", e.source_ip},
+                  {"bytes_in", e.bytes_in},
+                  {"bytes_out", e.bytes_out},
+                  {"duration_ms", e.duration.count()}},
+                 clock_text() + "  stream " + id + "  closed  in " + human_bytes(e.bytes_in) + "  out " +
+                     human_bytes(e.bytes_out) + "  " + std::to_string(e.duration.count()) + " ms");
+            break;
+        case k::target_unreachable:
+            emit("stream.error", {{"stream_id", e.stream_id}, {"source_ip", e.source_ip}, {"error", e.error}},
+                 clock_text() + "  stream " + id + "  closed: " + e.error + " (the tunnel stays up)");
+            break;
+        }
+    }
+
+    void status(const rstream::status_event& e) {
+        using s = rstream::channel_status;
+        switch (e.status) {
+        case s::disconnected:
+            emit("channel.disconnected", {{"message", e.message}}, clock_text() + "  " + e.message);
+            break;
+        case s::reconnecting:
+            emit("channel.reconnecting", {{"retry_in_ms", e.retry_in.count()}},
+                 clock_text() + "  reconnecting in " + std::to_string(e.retry_in.count()) + " ms");
+            break;
+        case s::tunnel_lost:
+            emit("tunnel.lost", {{"message", e.message}}, clock_text() + "  " + e.message);
+            break;
+        case s::server_message:
+            emit("engine.message", {{"message", e.message}}, clock_text() + "  engine: " + e.message);
+            break;
+        default:
+            break;
+        }
+    }
+
+    void error(const std::string& message) {
+        if (json_)
+            emit("error", {{"message", message}}, "");
+        std::fprintf(stderr, "rstream forward: error: %s\n", message.c_str());
+    }
+
+private:
+    bool json_;
+};
+
+rstream::tunnel_properties make_properties(const forward_options& o) {
+    rstream::tunnel_properties p;
+    p.name = o.name;
+    p.publish = o.publish;
+    for (const auto& kv : o.labels) {
+        auto eq = kv.find('=');
+        if (eq == std::string::npos || eq == 0)
+            rstream::throw_error(rstream::error::invalid_configuration, "label '" + kv + "' is not KEY=VALUE");
+        p.labels[kv.substr(0, eq)] = kv.substr(eq + 1);
+    }
+    return p;
+}
+
+int run_forward(const forward_options& o, const rstream::apps::client_flags& flags) {
+    std::signal(SIGPIPE, SIG_IGN);
+    rstream::apps::raise_open_file_limit();
+    printer out(o.output == "json");
+    rstream::transport::client_config config;
+    rstream::forward_target target;
+    rstream::tunnel_properties props;
+    try {
+        config = rstream::transport::resolve_client_config(flags.overrides());
+        target = rstream::parse_forward_target(o.target);
+        props = make_properties(o);
+    } catch (const std::exception& e) {
+        out.error(e.what());
+        return 1;
+    }
+    rstream::apps::client_flags::warn_if_insecure(config, "rstream forward");
+
+    asio::io_context ioc(1);
+    auto tunnel_ptr = std::make_shared<std::optional<rstream::tunnel>>();
+    auto channel_ptr = std::make_shared<std::optional<rstream::control_channel>>();
+    bool online_once = false;
+    std::string engine_text = rstream::transport::to_string(config.engine);
+    std::string target_text = rstream::to_string(target);
+
+    rstream::client_options opts;
+    opts.config = config;
+    opts.retry_initial_connect = true;
+    opts.on_status = [&](const rstream::status_event& e) {
+        out.status(e);
+        if (e.status == rstream::channel_status::connected && online_once) {
+            // The tunnel is re-created right after; report once the engine confirmed it.
+            asio::co_spawn(
+                ioc,
+                [&, tunnel_ptr]() -> asio::awaitable<void> {
+                    asio::steady_timer t(ioc, std::chrono::milliseconds(200));
+                    for (int i = 0; i < 50 && channel_ptr->has_value(); ++i) {
+                        co_await t.async_wait(asio::use_awaitable);
+                        if (tunnel_ptr->has_value() && (**channel_ptr).is_connected()) {
+                            out.online(**tunnel_ptr, target_text, engine_text, true);
+                            co_return;
+                        }
+                        t.expires_after(std::chrono::milliseconds(200));
+                    }
+                },
+                asio::detached);
+        }
+    };
+
+    int code = 0;
+    auto main_task = [&]() -> asio::awaitable<void> {
+        rstream::client client(ioc.get_executor(), opts);
+        auto ctrl = co_await client.async_connect();
+        *channel_ptr = ctrl;
+        auto t = co_await ctrl.async_create_tunnel(props);
+        *tunnel_ptr = t;
+        out.online(t, target_text, engine_text, false);
+        online_once = true;
+        co_await rstream::async_forward(t, target, [&](const rstream::forward_event& e) { out.stream_event(e); });
+    };
+    asio::co_spawn(ioc, main_task(), [&](std::exception_ptr e) {
+        if (e) {
+            try {
+                std::rethrow_exception(e);
+            } catch (const std::exception& ex) {
+                out.error(ex.what());
+            }
+            code = 1;
+        }
+        ioc.stop();
+    });
+
+    asio::signal_set signals(ioc, SIGINT, SIGTERM);
+    signals.async_wait([&](boost::system::error_code ec, int) {
+        if (ec)
+            return;
+        if (!channel_ptr->has_value()) {
+            ioc.stop();
+            return;
+        }
+        asio::co_spawn(ioc, (**channel_ptr).async_close(), [&](std::exception_ptr) { ioc.stop(); });
+    });
+    ioc.run();
+    return code;
+}
+
+} // namespace
+
+CLI::App* add_forward_command(CLI::App& root, rstream::apps::client_flags& flags, int& exit_code) {
+    auto o = std::make_shared<forward_options>();
+    auto* cmd = root.add_subcommand("forward", "Create a tunnel and forward its connections to a local target.\n"
+                                               "  rstream forward 22 --no-publish --name web-7\n"
+                                               "Reconnects by itself; exits 1 on errors a retry cannot fix.");
+    flags.add_to(*cmd);
+    cmd->add_option("target", o->target, "[HOST:]PORT to forward to (HOST defaults to localhost)")->required();
+    cmd->add_flag("--publish,!--no-publish", o->publish,
+                  "Publish the tunnel at a public address (default), or keep it private (--no-publish: dialed by "
+                  "name with rstream-nc)");
+    cmd->add_option("--name", o->name, "Tunnel name (a DNS label; private tunnels are dialed by it)");
+    cmd->add_option("--label", o->labels, "Label KEY=VALUE (repeatable)");
+    cmd->add_option("-o,--output", o->output, "Output: text lines or one JSON object per event")
+        ->check(CLI::IsMember({"text", "json"}));
+    cmd->callback([o, &flags, &exit_code] { exit_code = run_forward(*o, flags); });
+    return cmd;
+}

@@ -1,0 +1,107 @@
+// Splicing two byte streams, with half-close carried across (docs/protocol.md, inbound stream).
+#pragma once
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/buffer.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/deferred.hpp>
+#include <boost/asio/error.hpp>
+#include <boost/asio/experimental/parallel_group.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+
+#include <cstdint>
+#include <memory>
+
+namespace rstream {
+
+namespace asio = boost::asio;
+
+/// Bytes moved by relay().
+struct relay_result {
+    std::uint64_t a_to_b = 0;
+    std::uint64_t b_to_a = 0;
+    /// False when a direction ended on an error (reset, truncation) rather than a half-close.
+    bool clean = true;
+};
+
+namespace detail {
+
+inline asio::awaitable<void> shutdown_send(asio::ip::tcp::socket& s) {
+    boost::system::error_code ignored;
+    s.shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
+    co_return;
+}
+
+template <class Stream>
+asio::awaitable<void> shutdown_send(Stream& s)
+    requires requires { s.async_shutdown_send(); }
+{
+    co_await s.async_shutdown_send();
+}
+
+template <class Stream>
+void close_stream(Stream& s) {
+    if constexpr (requires { s.close(); }) {
+        s.close();
+    } else {
+        boost::system::error_code ignored;
+        s.lowest_layer().close(ignored);
+    }
+}
+
+/// One direction: read until end of data, write everything, then half-close the writer.
+/// On an error both streams are closed, which ends the other direction too.
+template <class From, class To>
+asio::awaitable<void> pump(From& from, To& to, std::uint64_t& moved, bool& clean, std::size_t buffer_size) {
+    auto buf = std::make_unique<std::uint8_t[]>(buffer_size);
+    for (;;) {
+        boost::system::error_code ec;
+        std::size_t n = co_await from.async_read_some(asio::buffer(buf.get(), buffer_size),
+                                                      asio::redirect_error(asio::use_awaitable, ec));
+        if (n > 0) {
+            boost::system::error_code wec;
+            co_await asio::async_write(to, asio::buffer(buf.get(), n), asio::redirect_error(asio::use_awaitable, wec));
+            if (wec) {
+                clean = false;
+                close_stream(from);
+                close_stream(to);
+                co_return;
+            }
+            moved += n;
+        }
+        if (ec == asio::error::eof) {
+            co_await shutdown_send(to);
+            co_return;
+        }
+        if (ec) {
+            if (ec != asio::error::operation_aborted)
+                clean = false;
+            close_stream(from);
+            close_stream(to);
+            co_return;
+        }
+    }
+}
+
+} // namespace detail
+
+/// Copies a→b and b→a until both directions ended. End of data on one side becomes a
+/// half-close of the other (TLS close_notify or TCP FIN); an error closes both.
+template <class A, class B>
+asio::awaitable<relay_result> relay(A& a, B& b, std::size_t buffer_size = 64 * 1024) {
+    relay_result r;
+    bool clean_ab = true, clean_ba = true;
+    auto ex = co_await asio::this_coro::executor;
+    co_await asio::experimental::make_parallel_group(
+        asio::co_spawn(ex, detail::pump(a, b, r.a_to_b, clean_ab, buffer_size), asio::deferred),
+        asio::co_spawn(ex, detail::pump(b, a, r.b_to_a, clean_ba, buffer_size), asio::deferred))
+        .async_wait(asio::experimental::wait_for_all(), asio::use_awaitable);
+    r.clean = clean_ab && clean_ba;
+    co_return r;
+}
+
+} // namespace rstream

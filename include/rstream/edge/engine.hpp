@@ -1,0 +1,58 @@
+// The engine: one TLS port, agents' control channels, private tunnels spliced to dialers.
+#pragma once
+
+#include <rstream/config.hpp>
+#include <rstream/edge/engine_config.hpp>
+#include <rstream/edge/tunnel_validation.hpp>
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/ip/tcp.hpp>
+
+#include <memory>
+#include <string>
+
+namespace rstream::edge {
+
+/// The certificate and secrets an engine runs with (from engine_config and its state dir).
+struct engine_credentials {
+    /// Server certificate chain and key (PEM) for the engine host and `*.t.<host>`.
+    std::string cert_file, key_file;
+    /// HS256 secret that signs agent tokens.
+    std::string jwt_secret;
+    /// CA whose client certificates authenticate agents (empty: mTLS agents refused).
+    std::string mtls_ca_file;
+};
+
+/// The engine. Runs on one executor (one thread); all its state lives there.
+class engine {
+public:
+    RSTREAM_DECL engine(boost::asio::any_io_executor ex, engine_config config, engine_credentials credentials,
+                        edge_features features = {});
+    RSTREAM_DECL ~engine();
+    engine(const engine&) = delete;
+    engine& operator=(const engine&) = delete;
+
+    /// Binds the listener and starts accepting. Throws error_with_message when the address
+    /// cannot be bound (in use, not local) or the certificate does not load.
+    RSTREAM_DECL void start();
+
+    /// Graceful shutdown: stop accepting, send each agent a ServerMessage and close its
+    /// channel, let spliced streams drain up to shutdown_grace, then close what is left.
+    RSTREAM_DECL boost::asio::awaitable<void> async_shutdown();
+
+    /// Where the listener is bound (useful with port 0).
+    RSTREAM_DECL boost::asio::ip::tcp::endpoint local_endpoint() const;
+
+    /// Live counts, for tests and metrics.
+    RSTREAM_DECL std::size_t tunnel_count() const;
+    RSTREAM_DECL std::size_t channel_count() const;
+    RSTREAM_DECL std::size_t stream_count() const;
+
+    struct state;
+
+private:
+    std::shared_ptr<state> state_;
+};
+
+} // namespace rstream::edge

@@ -1,0 +1,232 @@
+#pragma once
+
+// One agent's control channel, engine side (docs/protocol.md: control channel, liveness,
+// creating a tunnel).
+
+#include <rstream/core/async.hpp>
+#include <rstream/core/log.hpp>
+#include <rstream/edge/impl/engine_state.hpp>
+#include <rstream/framing/message_io.hpp>
+#include <rstream/framing/messages.hpp>
+
+#include <google/protobuf/util/time_util.h>
+
+namespace rstream::edge {
+
+namespace {
+constexpr std::uint32_t min_heartbeat_ms = 1000;
+constexpr std::uint32_t max_heartbeat_ms = 300000;
+constexpr std::uint32_t max_heartbeat_timeout_ms = 900000;
+} // namespace
+
+void agent_session::send(const protocol::Message& m) {
+    std::string frame;
+    if (auto ec = framing::encode_message(m, frame)) {
+        log::error("cannot frame a message for an agent",
+                   {{"client", client_id}, {"message", std::string(framing::payload_name(m))}, {"error", ec.message()}});
+        return;
+    }
+    outq.push_back(std::move(frame));
+    out_ready.set();
+}
+
+void agent_session::close_with_message(const std::string& message) {
+    protocol::Message m;
+    m.mutable_server_message()->set_message(message);
+    send(m);
+    finish_after_flush = true;
+    out_ready.set();
+}
+
+asio::awaitable<void> agent_session::run(protocol::OpenControlChannelReq req) {
+    auto self = shared_from_this();
+    client_id = random_hex(12);
+
+    protocol::Message rsp;
+    auto* ok = rsp.mutable_open_control_channel_rsp()->mutable_ok();
+    ok->set_client_id(client_id);
+    ok->mutable_server_details()->mutable_agent()->set_value("rstream-engine");
+    ok->mutable_server_details()->mutable_version()->set_value(RSTREAM_VERSION);
+    ok->mutable_server_details()->mutable_channel()->set_value("community");
+    std::chrono::milliseconds interval = eng->cfg.heartbeat_interval;
+    hb_timeout = eng->cfg.heartbeat_timeout;
+    if (req.has_liveness() && req.liveness().heartbeat_interval_ms() > 0) {
+        // Echo the proposed interval; clamp the timeout to [interval, 900 s], or 3x the
+        // interval when none is proposed (docs/protocol.md, liveness).
+        std::uint32_t i = std::clamp(req.liveness().heartbeat_interval_ms(), min_heartbeat_ms, max_heartbeat_ms);
+        std::uint32_t t = req.liveness().heartbeat_timeout_ms();
+        t = t == 0 ? 3 * i : std::clamp(t, i, max_heartbeat_timeout_ms);
+        ok->mutable_liveness()->set_heartbeat_interval_ms(i);
+        ok->mutable_liveness()->set_heartbeat_timeout_ms(t);
+        sequenced_heartbeats = true;
+        interval = std::chrono::milliseconds(i);
+        hb_timeout = std::chrono::milliseconds(t);
+    }
+    (void)interval;
+    send(rsp);
+    last_rx = std::chrono::steady_clock::now();
+    log::info("control channel opened", {{"client", client_id},
+                                         {"peer", peer.to_string()},
+                                         {"subject", who.subject},
+                                         {"heartbeat_timeout_ms", std::to_string(hb_timeout.count())}});
+
+    std::exception_ptr ep = co_await until_first_ends(reader(), writer(), watchdog());
+    std::string reason = "closed";
+    try {
+        if (ep)
+            std::rethrow_exception(ep);
+    } catch (const std::exception& e) {
+        reason = e.what();
+    }
+    conn.close();
+    // Names stay reserved for this credential so the agent can reclaim them, unless the
+    // engine itself is stopping (its registry goes away).
+    auto now = clock::now();
+    for (const auto& tid : eng->tunnels.tunnels_of(id)) {
+        auto grace = finish_after_flush && eng->stopping ? clock::duration::zero()
+                                                         : std::chrono::duration_cast<clock::duration>(eng->cfg.name_grace);
+        eng->tunnels.remove(tid, now, grace);
+    }
+    log::info("control channel closed", {{"client", client_id}, {"reason", reason}});
+    eng->session_ended(id);
+}
+
+asio::awaitable<void> agent_session::writer() {
+    for (;;) {
+        while (outq.empty()) {
+            if (finish_after_flush) {
+                co_await conn.async_shutdown_send();
+                // Give the agent a moment to read and close; the reader ends on its close.
+                asio::steady_timer t(eng->ex, std::chrono::seconds(2));
+                co_await t.async_wait(asio::use_awaitable);
+                co_return;
+            }
+            out_ready.reset();
+            co_await out_ready.async_wait();
+        }
+        std::string frame = std::move(outq.front());
+        outq.pop_front();
+        co_await asio::async_write(conn, asio::buffer(frame), asio::use_awaitable);
+    }
+}
+
+asio::awaitable<void> agent_session::watchdog() {
+    asio::steady_timer timer(eng->ex);
+    for (;;) {
+        timer.expires_after(std::min<std::chrono::milliseconds>(hb_timeout / 4 + std::chrono::milliseconds(1),
+                                                                std::chrono::seconds(1)));
+        co_await timer.async_wait(asio::use_awaitable);
+        auto silent = std::chrono::steady_clock::now() - last_rx;
+        if (silent > hb_timeout)
+            throw_error(error::heartbeat_timeout, "heartbeat timeout: the agent was silent for " +
+                                                      std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(silent).count()) +
+                                                      " ms");
+    }
+}
+
+asio::awaitable<void> agent_session::reader() {
+    protocol::Message m;
+    for (;;) {
+        co_await framing::async_read_message(conn, m);
+        last_rx = std::chrono::steady_clock::now();
+        switch (m.payload_case()) {
+        case protocol::Message::kOpenTunnelReq:
+            on_open_tunnel(m.open_tunnel_req());
+            break;
+        case protocol::Message::kCloseTunnelReq:
+            on_close_tunnel(m.close_tunnel_req());
+            break;
+        case protocol::Message::kProxyConnRsp:
+            on_proxy_conn_rsp(m.proxy_conn_rsp());
+            break;
+        case protocol::Message::kHeartbeat: {
+            protocol::Message ack;
+            auto* hb = ack.mutable_heartbeat();
+            if (sequenced_heartbeats) {
+                auto seq = m.heartbeat().sequence();
+                if (seq > last_sequence)
+                    last_sequence = seq;
+                hb->set_sequence(0);
+                hb->set_acknowledgement(last_sequence);
+            }
+            send(ack);
+            break;
+        }
+        case protocol::Message::kCloseControlChannelReq: {
+            protocol::Message rsp;
+            rsp.mutable_close_control_channel_rsp();
+            send(rsp);
+            finish_after_flush = true;
+            out_ready.set();
+            break;
+        }
+        case protocol::Message::PAYLOAD_NOT_SET:
+            break;  // an extension we do not know: ignored on an open channel
+        default:
+            throw_error(error::unexpected_message,
+                        "unexpected " + std::string(framing::payload_name(m)) + " on the control channel");
+        }
+    }
+}
+
+void agent_session::on_open_tunnel(const protocol::OpenTunnelReq& req) {
+    protocol::Message rsp;
+    auto* r = rsp.mutable_open_tunnel_rsp();
+    r->set_request_id(req.request_id());
+    auto refuse = [&](error code, std::string why) {
+        log::info("tunnel refused", {{"client", client_id},
+                                     {"name", req.tunnel_properties().has_name() ? req.tunnel_properties().name().value() : ""},
+                                     {"reason", why}});
+        *r->mutable_error() = framing::make_error(code, std::move(why));
+        send(rsp);
+    };
+    if (eng->tunnels.tunnels_of(id).size() >= eng->cfg.max_tunnels_per_channel)
+        return refuse(error::capacity_exhausted, "this agent already has " +
+                                                     std::to_string(eng->cfg.max_tunnels_per_channel) +
+                                                     " tunnels, the most one control channel may hold");
+    protocol::TunnelProperties stored;
+    std::string why;
+    if (auto ec = validate_tunnel_request(req.tunnel_properties(), eng->cfg.host, eng->features, stored, why))
+        return refuse(static_cast<error>(ec.value()), why);
+    const std::string name = stored.has_name() ? stored.name().value() : "";
+    if (!who.scopes.may_create(name))
+        return refuse(error::unauthorized, name.empty() ? "this token may not create unnamed tunnels"
+                                                        : "this token may not create a tunnel named '" + name + "'");
+    tunnel_entry e;
+    e.id = random_hex(10);
+    e.name = name;
+    e.session = id;
+    e.credential = who.credential;
+    stored.mutable_id()->set_value(e.id);
+    *stored.mutable_creation_date() = google::protobuf::util::TimeUtil::GetCurrentTime();
+    e.properties = stored;
+    eng->tunnels.expire(clock::now());
+    if (auto conflict = eng->tunnels.add(std::move(e), clock::now()))
+        return refuse(error::invalid_request, conflict->message);
+    *r->mutable_tunnel_properties() = stored;
+    send(rsp);
+    log::info("tunnel created", {{"client", client_id}, {"id", stored.id().value()}, {"name", name}});
+}
+
+void agent_session::on_close_tunnel(const protocol::CloseTunnelReq& req) {
+    const auto* e = eng->tunnels.find_by_id(req.tunnel_id());
+    if (e && e->session == id) {
+        eng->tunnels.remove(req.tunnel_id(), clock::now());
+        log::info("tunnel closed", {{"client", client_id}, {"id", req.tunnel_id()}});
+    }
+    protocol::Message rsp;
+    rsp.mutable_close_tunnel_rsp()->set_tunnel_id(req.tunnel_id());
+    send(rsp);
+}
+
+void agent_session::on_proxy_conn_rsp(const protocol::ProxyConnRsp& rsp) {
+    if (!rsp.has_error() || rsp.error().code() == protocol::UNSPECIFIED)
+        return;
+    auto it = eng->pending.find(rsp.stream_id());
+    if (it == eng->pending.end() || it->second->session != id)
+        return;
+    it->second->why = "the agent refused the stream: " + framing::describe(rsp.error());
+    it->second->ready.set();
+}
+
+} // namespace rstream::edge

@@ -1,0 +1,108 @@
+// Internal state of the engine (not public API).
+#pragma once
+
+#include <rstream/core/event.hpp>
+#include <rstream/edge/engine.hpp>
+#include <rstream/edge/registry.hpp>
+#include <rstream/edge/token.hpp>
+#include <rstream/transport/tls_stream.hpp>
+
+#include <boost/asio/ip/tcp.hpp>
+
+#include <deque>
+#include <map>
+#include <optional>
+
+namespace rstream::edge {
+
+namespace asio = boost::asio;
+
+/// Who is on the other end of an agent connection.
+struct identity {
+    std::string subject;     // token subject or certificate CN
+    std::string credential;  // "token:<jti>" or "cert:<sha256>": names are reserved for it
+    tunnel_scopes scopes;
+};
+
+struct agent_session;
+
+/// A stream the engine asked an agent for (ProxyConnReq), waiting for its ProxyReq.
+struct pending_stream {
+    explicit pending_stream(asio::any_io_executor ex) : ready(std::move(ex)) {}
+    std::string secret;
+    std::string tunnel_id;
+    std::uint64_t session = 0;
+    event ready;
+    std::optional<transport::tls_stream> agent_side;
+    boost::system::error_code ec;
+    std::string why;
+};
+
+struct engine::state : std::enable_shared_from_this<engine::state> {
+    asio::any_io_executor ex;
+    engine_config cfg;
+    engine_credentials creds;
+    edge_features features;
+    std::shared_ptr<SSL_CTX> agent_ctx;
+    std::optional<asio::ip::tcp::acceptor> acceptor;
+    registry tunnels;
+    std::uint64_t next_id = 1;
+    std::map<std::uint64_t, std::shared_ptr<agent_session>> sessions;
+    std::map<std::string, std::shared_ptr<pending_stream>> pending;  // by stream id
+    std::map<std::uint64_t, std::pair<transport::tls_stream*, transport::tls_stream*>> relays;
+    bool stopping = false;
+    event sessions_gone;
+    event relays_gone;
+
+    state(asio::any_io_executor e, engine_config c, engine_credentials k, edge_features f)
+        : ex(e), cfg(std::move(c)), creds(std::move(k)), features(f), sessions_gone(e), relays_gone(e) {}
+
+    asio::awaitable<void> accept_loop();
+    asio::awaitable<void> handle_connection(asio::ip::tcp::socket socket);
+    asio::awaitable<void> handle_proxy_req(transport::tls_stream conn, protocol::ProxyReq req);
+    asio::awaitable<void> handle_stream_req(transport::tls_stream conn, protocol::StreamReq req,
+                                            asio::ip::address peer);
+    /// Checks credentials (token or client certificate) and the protocol version.
+    boost::system::error_code authenticate(const protocol::ClientDetails& details, transport::tls_stream& conn,
+                                           identity& who, std::string& why);
+    void session_ended(std::uint64_t id);
+    void fail_pending_of(std::uint64_t session, const std::string& why);
+};
+
+/// One agent's control channel, engine side (docs/protocol.md, control channel).
+struct agent_session : std::enable_shared_from_this<agent_session> {
+    agent_session(std::shared_ptr<engine::state> e, std::uint64_t i, transport::tls_stream c, identity w,
+                  asio::ip::address p)
+        : eng(std::move(e)), id(i), conn(std::move(c)), who(std::move(w)), peer(p), out_ready(eng->ex) {}
+
+    std::shared_ptr<engine::state> eng;
+    std::uint64_t id;
+    std::string client_id;
+    transport::tls_stream conn;
+    identity who;
+    asio::ip::address peer;
+
+    std::deque<std::string> outq;
+    event out_ready;
+    bool finish_after_flush = false;
+
+    bool sequenced_heartbeats = false;
+    std::chrono::milliseconds hb_timeout{30000};
+    std::uint64_t last_sequence = 0;
+    std::chrono::steady_clock::time_point last_rx;
+
+    asio::awaitable<void> run(protocol::OpenControlChannelReq req);
+    void send(const protocol::Message& m);
+    /// Tells the agent why and closes once that is written (engine shutdown).
+    void close_with_message(const std::string& message);
+
+private:
+    asio::awaitable<void> reader();
+    asio::awaitable<void> writer();
+    asio::awaitable<void> watchdog();
+    void on_open_tunnel(const protocol::OpenTunnelReq& req);
+    void on_close_tunnel(const protocol::CloseTunnelReq& req);
+    void on_proxy_conn_rsp(const protocol::ProxyConnRsp& rsp);
+};
+
+} // namespace rstream::edge

@@ -1,0 +1,122 @@
+// A TLS stream over a TCP socket, driven by OpenSSL through memory BIOs.
+//
+// Why not asio::ssl::stream: rstrm/1 carries a stream half-close as a TLS close_notify
+// while the other direction keeps flowing (docs/protocol.md, inbound stream), which
+// asio::ssl::stream cannot do; the engine also feeds the ClientHello bytes it peeked for
+// SNI/ALPN routing back into the handshake.
+#pragma once
+
+#include <rstream/config.hpp>
+#include <rstream/core/error.hpp>
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/append.hpp>
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/buffer.hpp>
+#include <boost/asio/compose.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/write.hpp>
+
+#include <boost/asio/ssl/error.hpp>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace rstream::transport {
+
+namespace asio = boost::asio;
+
+/// Which end of the TLS handshake this stream plays.
+enum class tls_role { client, server };
+
+/// TLS over TCP. Satisfies Asio's AsyncReadStream and AsyncWriteStream.
+///
+/// Like asio::ssl::stream it allows one outstanding read and one outstanding write at a
+/// time, on one thread (or strand). Unlike it, async_shutdown_send() ends only the
+/// sending direction (close_notify, then TCP FIN) and reading goes on.
+class tls_stream {
+public:
+    using executor_type = asio::any_io_executor;
+    using lowest_layer_type = asio::ip::tcp::socket;
+
+    /// Takes the connected socket; ctx must outlive the stream's handshake.
+    RSTREAM_DECL tls_stream(asio::ip::tcp::socket socket, SSL_CTX* ctx, tls_role role);
+    RSTREAM_DECL ~tls_stream();
+    tls_stream(tls_stream&&) noexcept;
+    tls_stream& operator=(tls_stream&&) noexcept;
+    tls_stream(const tls_stream&) = delete;
+    tls_stream& operator=(const tls_stream&) = delete;
+
+    executor_type get_executor() noexcept;
+    asio::ip::tcp::socket& socket() noexcept;
+    lowest_layer_type& lowest_layer() noexcept { return socket(); }
+    SSL* native_handle() noexcept;
+
+    /// Client: SNI (skipped for IP literals) and the name the certificate must match.
+    RSTREAM_DECL void set_server_name(const std::string& name, bool verify_name);
+    /// Client: the ALPN protocols to offer.
+    RSTREAM_DECL void set_alpn(const std::vector<std::string>& protocols);
+    /// Server: bytes already read from the socket (the peeked ClientHello).
+    RSTREAM_DECL void prefeed(std::span<const std::uint8_t> bytes);
+
+    /// Runs the handshake. Throws error_with_message on failure (certificate, ALPN, ...),
+    /// after sending any alert OpenSSL produced. Cancel it to enforce a deadline.
+    RSTREAM_DECL asio::awaitable<void> async_handshake();
+
+    /// The ALPN protocol both sides agreed on, or empty.
+    RSTREAM_DECL std::string selected_alpn() const;
+
+    /// Half-close: sends close_notify and a TCP FIN; reads keep working.
+    RSTREAM_DECL asio::awaitable<void> async_shutdown_send();
+
+    /// Closes the socket at once (outstanding operations complete with operation_aborted).
+    RSTREAM_DECL void close() noexcept;
+
+    /// Reads some decrypted bytes. Completion: void(error_code, std::size_t).
+    /// asio::error::eof after the peer's close_notify; asio::ssl::error::stream_truncated
+    /// when the TCP connection ended without one.
+    template <class MutableBufferSequence, class Token>
+    auto async_read_some(const MutableBufferSequence& buffers, Token&& token);
+
+    /// Encrypts and writes some bytes (up to a bounded batch). Completion:
+    /// void(error_code, std::size_t) with the plaintext bytes consumed.
+    template <class ConstBufferSequence, class Token>
+    auto async_write_some(const ConstBufferSequence& buffers, Token&& token);
+
+    struct state;  // shared with the composed operations
+
+private:
+    std::unique_ptr<state> state_;
+};
+
+struct tls_stream::state {
+    asio::ip::tcp::socket socket;
+    SSL* ssl = nullptr;
+    BIO* rbio = nullptr;  // network -> OpenSSL
+    BIO* wbio = nullptr;  // OpenSSL -> network
+    std::vector<std::uint8_t> in;   // ciphertext read from the socket
+    std::vector<std::uint8_t> out;  // ciphertext waiting to be written
+    bool read_eof = false;
+
+    explicit state(asio::ip::tcp::socket s) : socket(std::move(s)) {}
+    /// Moves what OpenSSL produced into `out`.
+    RSTREAM_DECL void drain_output();
+    /// Maps the last OpenSSL failure to an error code.
+    RSTREAM_DECL boost::system::error_code ssl_failure(int ret);
+};
+
+inline tls_stream::executor_type tls_stream::get_executor() noexcept { return state_->socket.get_executor(); }
+inline asio::ip::tcp::socket& tls_stream::socket() noexcept { return state_->socket; }
+inline SSL* tls_stream::native_handle() noexcept { return state_->ssl; }
+
+} // namespace rstream::transport
+
+#include <rstream/transport/impl/tls_stream.hpp>

@@ -1,0 +1,510 @@
+#pragma once
+
+// The agent's control channel: docs/protocol.md, flows (control channel, inbound stream).
+
+#include <rstream/core/async.hpp>
+#include <rstream/framing/message_io.hpp>
+#include <rstream/framing/messages.hpp>
+#include <rstream/tunnel/impl/channel_state.hpp>
+
+#include <boost/asio/detached.hpp>
+#include <boost/asio/redirect_error.hpp>
+
+namespace rstream {
+
+namespace asio = boost::asio;
+using namespace std::chrono_literals;
+
+namespace {
+
+std::string hint_for(const boost::system::error_code& ec, const transport::client_config& cfg) {
+    if (ec == error::unauthorized) {
+        if (!cfg.mtls_cert_file.empty())
+            return "; the engine refused the client certificate " + cfg.mtls_cert_file + " (from " +
+                   cfg.credential_source + ")";
+        if (cfg.token.empty())
+            return "; no token was given: pass --token, set RSTREAM_AUTHENTICATION_TOKEN, or use a context "
+                   "(`rstream context create`)";
+        return "; the token (from " + cfg.credential_source +
+               ") was refused: check it, or create one with `rstream-engine token create`";
+    }
+    return {};
+}
+
+/// Writes a request and reads the one answer.
+asio::awaitable<protocol::Message> exchange_message(transport::tls_stream& s, const protocol::Message& req) {
+    co_await framing::async_write_message(s, req);
+    protocol::Message rsp;
+    co_await framing::async_read_message(s, rsp);
+    co_return rsp;
+}
+
+asio::awaitable<void> sleep_for(std::chrono::milliseconds d) {
+    asio::steady_timer t(co_await asio::this_coro::executor, d);
+    co_await t.async_wait(asio::use_awaitable);
+}
+
+} // namespace
+
+void control_channel::impl::send(const protocol::Message& m) {
+    std::string frame;
+    if (auto ec = framing::encode_message(m, frame))
+        throw_error(ec, "cannot send " + std::string(framing::payload_name(m)));
+    outq.push_back(std::move(frame));
+    out_ready.set();
+}
+
+asio::awaitable<void> control_channel::impl::connect_once() {
+    notify(channel_status::connecting, "connecting to " + transport::to_string(opts.config.engine));
+    auto stream = co_await transport::async_connect_engine(opts.config, ctx, opts.connect_timeout);
+
+    protocol::Message req;
+    auto* open = req.mutable_open_control_channel_req();
+    *open->mutable_client_details() = framing::make_client_details(opts.config.token);
+    open->mutable_liveness()->set_heartbeat_interval_ms(static_cast<std::uint32_t>(opts.heartbeat_interval.count()));
+    open->mutable_liveness()->set_heartbeat_timeout_ms(static_cast<std::uint32_t>(opts.heartbeat_timeout.count()));
+
+    protocol::Message rsp;
+    try {
+        rsp = co_await with_timeout(exchange_message(stream, req), opts.connect_timeout, error::handshake_timeout,
+                                    "the engine did not answer OpenControlChannelReq in time");
+    } catch (const error_with_message&) {
+        throw;
+    } catch (const boost::system::system_error& e) {
+        throw_error(e.code(), "the engine closed the connection while opening the control channel (" +
+                                  e.code().message() + ")");
+    }
+    if (!rsp.has_open_control_channel_rsp())
+        throw_error(error::unexpected_message, "the engine answered " + std::string(framing::payload_name(rsp)) +
+                                                   " to OpenControlChannelReq");
+    const auto& r = rsp.open_control_channel_rsp();
+    if (r.has_error()) {
+        auto ec = framing::to_error_code(r.error());
+        throw_error(ec, framing::describe(r.error()) + hint_for(ec, opts.config));
+    }
+    if (!r.has_ok() || r.ok().client_id().empty())
+        throw_error(error::protocol_violation, "the engine opened a control channel without a client id");
+    client_id = r.ok().client_id();
+    if (r.ok().has_liveness() && r.ok().liveness().heartbeat_interval_ms() > 0) {
+        sequenced_heartbeats = true;
+        hb_interval = std::chrono::milliseconds(r.ok().liveness().heartbeat_interval_ms());
+        hb_timeout = std::chrono::milliseconds(std::max(r.ok().liveness().heartbeat_timeout_ms(),
+                                                        r.ok().liveness().heartbeat_interval_ms()));
+    } else {
+        // No liveness answer: empty heartbeats at our interval (docs/protocol.md, liveness).
+        sequenced_heartbeats = false;
+        hb_interval = opts.heartbeat_interval;
+        hb_timeout = opts.heartbeat_timeout;
+    }
+    hb_sent = 0;
+    last_rx = std::chrono::steady_clock::now();
+    outq.clear();
+    out_ready.reset();
+    conn.emplace(std::move(stream));
+    connected = true;
+    notify(channel_status::connected, "connected to " + transport::to_string(opts.config.engine) + " as " + client_id);
+}
+
+asio::awaitable<void> control_channel::impl::reader() {
+    protocol::Message m;
+    for (;;) {
+        co_await framing::async_read_message(*conn, m);
+        last_rx = std::chrono::steady_clock::now();
+        switch (m.payload_case()) {
+        case protocol::Message::kOpenTunnelRsp: {
+            auto it = pending.find(m.open_tunnel_rsp().request_id());
+            if (it != pending.end()) {
+                it->second->response = m;
+                it->second->done.set();
+                pending.erase(it);
+            }
+            break;
+        }
+        case protocol::Message::kCloseTunnelRsp: {
+            const auto& id = m.close_tunnel_rsp().tunnel_id();
+            if (auto it = pending_close.find(id); it != pending_close.end()) {
+                it->second->response = m;
+                it->second->done.set();
+                pending_close.erase(it);
+            } else if (auto t = tunnels.find(id); t != tunnels.end()) {
+                // Unasked: the engine ended this tunnel for good.
+                t->second->end(error::tunnel_closed, "the engine closed tunnel " + id);
+                notify(channel_status::tunnel_lost, "the engine closed tunnel " + id, error::tunnel_closed);
+                tunnels.erase(t);
+            }
+            break;
+        }
+        case protocol::Message::kProxyConnReq:
+            on_proxy_conn_req(m.proxy_conn_req());
+            break;
+        case protocol::Message::kHeartbeat:
+            if (sequenced_heartbeats && m.heartbeat().acknowledgement() > hb_sent)
+                throw_error(error::protocol_violation, "the engine acknowledged a heartbeat never sent");
+            break;
+        case protocol::Message::kServerMessage:
+            notify(channel_status::server_message, m.server_message().message());
+            break;
+        case protocol::Message::kCloseControlChannelRsp:
+            co_return;
+        case protocol::Message::PAYLOAD_NOT_SET:
+            break;  // an extension this side does not know: ignored on an open channel
+        default:
+            throw_error(error::unexpected_message,
+                        "unexpected " + std::string(framing::payload_name(m)) + " on the control channel");
+        }
+    }
+}
+
+asio::awaitable<void> control_channel::impl::writer() {
+    for (;;) {
+        while (outq.empty()) {
+            out_ready.reset();
+            co_await out_ready.async_wait();
+        }
+        std::string frame = std::move(outq.front());
+        outq.pop_front();
+        co_await asio::async_write(*conn, asio::buffer(frame), asio::use_awaitable);
+    }
+}
+
+asio::awaitable<void> control_channel::impl::heartbeats() {
+    asio::steady_timer timer(ex);
+    for (;;) {
+        timer.expires_after(std::min(hb_interval, hb_timeout / 3 + 1ms));
+        co_await timer.async_wait(asio::use_awaitable);
+        auto silent = std::chrono::steady_clock::now() - last_rx;
+        if (silent > hb_timeout)
+            throw_error(error::heartbeat_timeout,
+                        "no word from the engine for " +
+                            std::to_string(std::chrono::duration_cast<std::chrono::seconds>(silent).count()) + " s");
+        protocol::Message hb;
+        hb.mutable_heartbeat()->set_sequence(sequenced_heartbeats ? ++hb_sent : 0);
+        send(hb);
+    }
+}
+
+asio::awaitable<protocol::Message> control_channel::impl::request(protocol::Message m, std::string request_id) {
+    if (!connected)
+        throw_error(error::channel_closed, "the control channel is not connected");
+    auto p = std::make_shared<pending_response>(ex);
+    pending[request_id] = p;
+    send(m);
+    auto self = shared_from_this();
+    try {
+        co_await with_timeout(p->done.async_wait(), 30s, error::service_unavailable,
+                              "the engine did not answer " + std::string(framing::payload_name(m)) + " in time");
+    } catch (...) {
+        pending.erase(request_id);
+        throw;
+    }
+    if (!p->response)
+        throw_error(error::channel_closed, "the control channel was lost before the engine answered");
+    co_return std::move(*p->response);
+}
+
+asio::awaitable<tunnel_properties> control_channel::impl::open_tunnel(const tunnel_properties& props) {
+    protocol::Message m;
+    std::string request_id = std::to_string(next_request++);
+    auto* req = m.mutable_open_tunnel_req();
+    req->set_request_id(request_id);
+    to_protocol(props, *req->mutable_tunnel_properties());
+    auto rsp = co_await request(std::move(m), request_id);
+    const auto& r = rsp.open_tunnel_rsp();
+    if (r.has_error())
+        throw_error(framing::to_error_code(r.error()), framing::describe(r.error()));
+    if (!r.has_tunnel_properties() || !r.tunnel_properties().has_id() || r.tunnel_properties().id().value().empty())
+        throw_error(error::missing_tunnel_id, "the engine created a tunnel without an id");
+    co_return from_protocol(r.tunnel_properties());
+}
+
+void control_channel::impl::on_proxy_conn_req(const protocol::ProxyConnReq& req) {
+    auto refuse = [&](error code, std::string why) {
+        protocol::Message m;
+        auto* r = m.mutable_proxy_conn_rsp();
+        r->set_stream_id(req.stream_id());
+        *r->mutable_error() = framing::make_error(code, std::move(why));
+        send(m);
+    };
+    auto it = tunnels.find(req.tunnel_id());
+    if (it == tunnels.end() || it->second->ended)
+        return refuse(error::invalid_stream, "this agent holds no tunnel " + req.tunnel_id());
+    auto t = it->second;
+    if (t->backlog.size() + t->connecting >= opts.accept_backlog)
+        return refuse(error::capacity_exhausted, "the agent's accept backlog is full");
+    if (req.has_proxy_endpoint() && !req.proxy_endpoint().value().empty() &&
+        (!req.has_secret() || req.secret().value().empty()))
+        return refuse(error::invalid_request, "a proxy endpoint needs a stream secret");
+    ++t->connecting;
+    asio::co_spawn(ex, open_inbound_stream(t, req), asio::detached);
+}
+
+asio::awaitable<void> control_channel::impl::open_inbound_stream(std::shared_ptr<tunnel::impl> t,
+                                                                 protocol::ProxyConnReq req) {
+    auto self = shared_from_this();
+    std::optional<stream> s;
+    std::string failure;
+    try {
+        auto cfg = opts.config;
+        if (req.has_proxy_endpoint() && !req.proxy_endpoint().value().empty()) {
+            auto ep = transport::parse_engine_address(req.proxy_endpoint().value());
+            if (!ep)
+                throw_error(error::invalid_request, "bad proxy endpoint " + req.proxy_endpoint().value());
+            cfg.engine = *ep;
+        }
+        auto conn_stream = co_await transport::async_connect_engine(cfg, ctx, opts.connect_timeout);
+        protocol::Message m;
+        auto* p = m.mutable_proxy_req();
+        *p->mutable_client_details() = framing::make_client_details(req.has_secret() ? req.secret().value() : "");
+        p->set_stream_id(req.stream_id());
+        p->mutable_zero_rtt()->set_value(true);
+        co_await framing::async_write_message(conn_stream, m);
+        s.emplace(std::move(conn_stream), req.stream_id(),
+                  req.has_source_ip() ? framing::from_protocol(req.source_ip()) : asio::ip::address());
+    } catch (const std::exception& e) {
+        failure = e.what();
+    }
+    --t->connecting;
+    protocol::Message m;
+    auto* r = m.mutable_proxy_conn_rsp();
+    r->set_stream_id(req.stream_id());
+    if (!s)
+        *r->mutable_error() = framing::make_error(error::service_unavailable, "agent could not open the stream: " + failure);
+    if (connected)
+        send(m);
+    if (s && !t->ended) {
+        t->backlog.push_back(std::move(*s));
+        t->ready.set();
+    }
+}
+
+asio::awaitable<void> control_channel::impl::recreate_tunnels() {
+    auto self = shared_from_this();
+    auto previous = std::move(tunnels);
+    tunnels.clear();
+    for (auto& [old_id, t] : previous) {
+        if (t->ended)
+            continue;
+        auto props = t->requested;
+        props.name = t->stored.name;
+        if (t->stored.publish && !t->stored.hostname.empty())
+            props.hostname = t->stored.hostname;
+        // The engine keeps a lost channel's names for its credential, but may not have seen
+        // the loss yet (a half-open path): retry for a while before giving up.
+        for (int attempt = 0;; ++attempt) {
+            try {
+                t->stored = co_await open_tunnel(props);
+                tunnels[t->stored.id] = t;
+                break;
+            } catch (const error_with_message& e) {
+                if (!connected)
+                    co_return;  // lost again: the next reconnection re-creates it
+                bool retry = !is_fatal(e.code()) || e.code() == error::invalid_request;
+                if (!retry || attempt >= 90) {
+                    t->end(e.code(), e.what());
+                    notify(channel_status::tunnel_lost,
+                           "tunnel '" + props.name + "' could not be re-created: " + e.what(), e.code());
+                    break;
+                }
+            }
+            co_await sleep_for(1s);
+        }
+    }
+}
+
+void control_channel::impl::end(boost::system::error_code ec, std::string message) {
+    end_ec = ec;
+    end_message = message;
+    connected = false;
+    for (auto& [id, t] : tunnels)
+        t->end(ec ? ec : make_error_code(error::channel_closed), ec ? message : "the control channel was closed");
+    tunnels.clear();
+    for (auto& [id, p] : pending)
+        p->done.set();
+    pending.clear();
+    for (auto& [id, p] : pending_close)
+        p->done.set();
+    pending_close.clear();
+    if (ec)
+        notify(channel_status::failed, message, ec);
+    else
+        notify(channel_status::closed, "control channel closed");
+    ended.set();
+}
+
+asio::awaitable<void> control_channel::impl::run() {
+    auto self = shared_from_this();
+    backoff delays(opts.reconnect);
+    for (;;) {
+        std::exception_ptr ep = co_await until_first_ends(reader(), writer(), heartbeats());
+        connected = false;
+        if (conn)
+            conn->close();
+        conn.reset();
+        for (auto& [id, p] : pending)
+            p->done.set();
+        pending.clear();
+        if (closing) {
+            end({}, "closed");
+            co_return;
+        }
+        boost::system::error_code ec = make_error_code(error::channel_closed);
+        std::string why = "the engine closed the control channel";
+        try {
+            if (ep)
+                std::rethrow_exception(ep);
+        } catch (const boost::system::system_error& e) {
+            ec = e.code();
+            why = e.what();
+        } catch (const std::exception& e) {
+            why = e.what();
+        }
+        if (is_fatal(ec)) {
+            end(ec, why);
+            co_return;
+        }
+        notify(channel_status::disconnected, "disconnected: " + why, ec);
+        delays.reset();
+        for (;;) {
+            auto wait = delays.next();
+            notify(channel_status::reconnecting, "reconnecting", {}, wait);
+            co_await sleep_for(wait);
+            if (closing) {
+                end({}, "closed");
+                co_return;
+            }
+            try {
+                co_await connect_once();
+                break;
+            } catch (const error_with_message& e) {
+                if (is_fatal(e.code())) {
+                    end(e.code(), e.what());
+                    co_return;
+                }
+                notify(channel_status::disconnected, e.what(), e.code());
+            } catch (const boost::system::system_error& e) {
+                notify(channel_status::disconnected, e.what(), e.code());
+            }
+        }
+        asio::co_spawn(ex, recreate_tunnels(), asio::detached);
+    }
+}
+
+// --- public API ---
+
+client::client(asio::any_io_executor ex, client_options options) : ex_(std::move(ex)), options_(std::move(options)) {}
+
+asio::awaitable<control_channel> client::async_connect() {
+    auto p = std::make_shared<control_channel::impl>(ex_, options_);
+    p->ctx = transport::make_client_context(p->opts.config);
+    backoff delays(p->opts.reconnect);
+    for (;;) {
+        try {
+            co_await p->connect_once();
+            break;
+        } catch (const error_with_message& e) {
+            if (!p->opts.retry_initial_connect || is_fatal(e.code()))
+                throw;
+            p->notify(channel_status::disconnected, e.what(), e.code());
+        } catch (const boost::system::system_error& e) {
+            if (!p->opts.retry_initial_connect)
+                throw_error(e.code(), "cannot connect to the engine at " + transport::to_string(p->opts.config.engine) +
+                                          ": " + e.code().message());
+            p->notify(channel_status::disconnected, e.what(), e.code());
+        }
+        auto wait = delays.next();
+        p->notify(channel_status::reconnecting, "retrying", {}, wait);
+        co_await sleep_for(wait);
+    }
+    asio::co_spawn(p->ex, p->run(), asio::detached);
+    co_return control_channel(p);
+}
+
+namespace detail {
+// By value, from lvalues only: public entry points are plain functions that copy their
+// arguments here, so no caller temporary has to outlive a suspension (GCC 12 destroys
+// temporaries of a co_await operand too early).
+inline asio::awaitable<tunnel> create_tunnel(std::shared_ptr<control_channel::impl> p, tunnel_properties properties) {
+    auto stored = co_await p->open_tunnel(properties);
+    auto t = std::make_shared<tunnel::impl>(p->ex);
+    t->channel = p;
+    t->requested = std::move(properties);
+    t->stored = std::move(stored);
+    p->tunnels[t->stored.id] = t;
+    co_return tunnel(t);
+}
+} // namespace detail
+
+asio::awaitable<tunnel> control_channel::async_create_tunnel(const tunnel_properties& properties) {
+    return detail::create_tunnel(impl_, properties);
+}
+
+asio::awaitable<void> control_channel::async_close() {
+    auto p = impl_;
+    if (p->ended.is_set())
+        co_return;
+    p->closing = true;
+    if (p->connected) {
+        protocol::Message m;
+        m.mutable_close_control_channel_req();
+        p->send(m);
+        try {
+            co_await with_timeout(p->ended.async_wait(), 5s, error::service_unavailable, "close timed out");
+            co_return;
+        } catch (const std::exception&) {
+        }
+    }
+    if (p->conn)
+        p->conn->close();
+    co_await p->ended.async_wait();
+}
+
+asio::awaitable<void> control_channel::async_wait() {
+    auto p = impl_;
+    co_await p->ended.async_wait();
+    if (p->end_ec)
+        throw_error(p->end_ec, p->end_message);
+}
+
+std::string control_channel::client_id() const { return impl_->client_id; }
+bool control_channel::is_connected() const { return impl_->connected; }
+
+asio::awaitable<stream> tunnel::async_accept() {
+    auto t = impl_;
+    for (;;) {
+        if (!t->backlog.empty()) {
+            stream s = std::move(t->backlog.front());
+            t->backlog.pop_front();
+            co_return s;
+        }
+        if (t->ended)
+            throw_error(t->end_ec, t->end_message);
+        t->ready.reset();
+        co_await t->ready.async_wait();
+    }
+}
+
+asio::awaitable<void> tunnel::async_close() {
+    auto t = impl_;
+    if (t->ended)
+        co_return;
+    auto ch = t->channel.lock();
+    if (ch && ch->connected) {
+        const std::string id = t->stored.id;
+        auto p = std::make_shared<control_channel::impl::pending_response>(ch->ex);
+        ch->pending_close[id] = p;
+        protocol::Message m;
+        m.mutable_close_tunnel_req()->set_tunnel_id(id);
+        ch->send(m);
+        try {
+            co_await with_timeout(p->done.async_wait(), 10s, error::service_unavailable, "close timed out");
+        } catch (const std::exception&) {
+        }
+        ch->tunnels.erase(id);
+    }
+    t->end(error::tunnel_closed, "tunnel closed");
+}
+
+tunnel_properties tunnel::properties() const { return impl_->stored; }
+std::string tunnel::forwarding_address() const { return rstream::forwarding_address(impl_->stored); }
+
+} // namespace rstream

@@ -1,0 +1,84 @@
+#pragma once
+
+#include <rstream/core/relay.hpp>
+#include <rstream/transport/engine_address.hpp>
+#include <rstream/tunnel/forward.hpp>
+
+#include <boost/asio/connect.hpp>
+#include <boost/asio/detached.hpp>
+
+namespace rstream {
+
+forward_target parse_forward_target(const std::string& text) {
+    forward_target t;
+    std::string port_text = text;
+    if (auto colon = text.rfind(':'); colon != std::string::npos) {
+        auto addr = transport::parse_engine_address(text);
+        if (!addr)
+            throw_error(error::invalid_configuration,
+                        "target '" + text + "' is not [HOST:]PORT (e.g. 8080, localhost:8080, [::1]:22)");
+        t.host = addr->host;
+        t.port = addr->port;
+        return t;
+    }
+    char* end = nullptr;
+    long port = std::strtol(port_text.c_str(), &end, 10);
+    if (port_text.empty() || *end != '\0' || port < 1 || port > 65535)
+        throw_error(error::invalid_configuration,
+                    "target '" + text + "' is not [HOST:]PORT with a port from 1 to 65535");
+    t.port = static_cast<std::uint16_t>(port);
+    return t;
+}
+
+std::string to_string(const forward_target& t) {
+    bool v6 = t.host.find(':') != std::string::npos;
+    return (v6 ? "[" + t.host + "]" : t.host) + ":" + std::to_string(t.port);
+}
+
+namespace detail {
+
+inline asio::awaitable<void> forward_one(stream s, forward_target target,
+                                         std::function<void(const forward_event&)> on_event) {
+    auto started = std::chrono::steady_clock::now();
+    forward_event ev{forward_event::kind::opened, s.stream_id(),
+                     s.source_ip().is_unspecified() ? std::string() : s.source_ip().to_string()};
+    auto ex = co_await asio::this_coro::executor;
+    asio::ip::tcp::resolver resolver(ex);
+    asio::ip::tcp::socket upstream(ex);
+    boost::system::error_code ec;
+    auto endpoints = co_await resolver.async_resolve(target.host, std::to_string(target.port),
+                                                     asio::redirect_error(asio::use_awaitable, ec));
+    if (!ec)
+        co_await asio::async_connect(upstream, endpoints, asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) {
+        ev.what = forward_event::kind::target_unreachable;
+        ev.error = "cannot reach " + to_string(target) + ": " + ec.message();
+        if (on_event)
+            on_event(ev);
+        s.close();
+        co_return;
+    }
+    upstream.set_option(asio::ip::tcp::no_delay(true), ec);
+    if (on_event)
+        on_event(ev);
+    auto r = co_await relay(s, upstream);
+    ev.what = forward_event::kind::closed;
+    ev.bytes_in = r.a_to_b;
+    ev.bytes_out = r.b_to_a;
+    ev.duration = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started);
+    if (on_event)
+        on_event(ev);
+}
+
+} // namespace detail
+
+asio::awaitable<void> async_forward(tunnel t, forward_target target,
+                                    std::function<void(const forward_event&)> on_event) {
+    auto ex = co_await asio::this_coro::executor;
+    for (;;) {
+        stream s = co_await t.async_accept();
+        asio::co_spawn(ex, detail::forward_one(std::move(s), target, on_event), asio::detached);
+    }
+}
+
+} // namespace rstream

@@ -1,0 +1,59 @@
+// One connection through a tunnel: an Asio AsyncStream (so Beast and asio::async_read work).
+#pragma once
+
+#include <rstream/transport/tls_stream.hpp>
+
+#include <boost/asio/ip/address.hpp>
+
+#include <string>
+#include <utility>
+
+namespace rstream {
+
+/// A bidirectional byte stream through a tunnel: accepted by an agent or dialed by a client.
+///
+/// Satisfies AsyncReadStream and AsyncWriteStream; one read and one write may be
+/// outstanding at a time. End of the peer's data is asio::error::eof; the peer's half-close
+/// does not stop writes in the other direction.
+class stream {
+public:
+    using executor_type = transport::tls_stream::executor_type;
+
+    stream(transport::tls_stream s, std::string stream_id, boost::asio::ip::address source_ip = {})
+        : s_(std::move(s)), stream_id_(std::move(stream_id)), source_ip_(source_ip) {}
+
+    executor_type get_executor() noexcept { return s_.get_executor(); }
+
+    /// The engine's id for this stream.
+    const std::string& stream_id() const noexcept { return stream_id_; }
+    /// The downstream client's address as the engine saw it (unspecified for private dials
+    /// seen by the dialer).
+    const boost::asio::ip::address& source_ip() const noexcept { return source_ip_; }
+
+    /// Completion: void(error_code, std::size_t). eof when the peer half-closed.
+    template <class MutableBufferSequence, class Token>
+    auto async_read_some(const MutableBufferSequence& buffers, Token&& token) {
+        return s_.async_read_some(buffers, std::forward<Token>(token));
+    }
+
+    /// Completion: void(error_code, std::size_t).
+    template <class ConstBufferSequence, class Token>
+    auto async_write_some(const ConstBufferSequence& buffers, Token&& token) {
+        return s_.async_write_some(buffers, std::forward<Token>(token));
+    }
+
+    /// Half-close: the peer reads eof; this side can still read.
+    boost::asio::awaitable<void> async_shutdown_send() { return s_.async_shutdown_send(); }
+
+    /// Closes at once; outstanding operations complete with operation_aborted.
+    void close() noexcept { s_.close(); }
+
+    transport::tls_stream& next_layer() noexcept { return s_; }
+
+private:
+    transport::tls_stream s_;
+    std::string stream_id_;
+    boost::asio::ip::address source_ip_;
+};
+
+} // namespace rstream

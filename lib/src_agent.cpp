@@ -1,0 +1,5 @@
+// Control channel, tunnels, streams, dialer (Asio coroutines).
+#include <rstream/tunnel/impl/tunnel_properties.ipp>
+#include <rstream/tunnel/impl/control_channel.ipp>
+#include <rstream/dialer/impl/dial.ipp>
+#include <rstream/tunnel/impl/forward.ipp>

@@ -1,0 +1,3 @@
+// Engine I/O: listener, demultiplexer, sessions.
+#include <rstream/edge/impl/engine.ipp>
+#include <rstream/edge/impl/agent_session.ipp>

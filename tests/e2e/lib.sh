@@ -1,0 +1,320 @@
+# shellcheck shell=bash disable=SC2034 # variables set here are read by the tests
+# Shared helpers for the end-to-end tests (tests/e2e/test_*.sh source this file).
+#
+# Every test gets its own temporary directory $T (logs in $T/logs, HOME in $T/home so no real
+# agent config is read), runs the real binaries from $RSTREAM_BIN_DIR on loopback only, and on
+# exit kills every process it started (spawn), scans the logs for sanitizer reports, and prints
+# the tail of every log when something failed. Waits are bounded loops that fail with a clear
+# message; nothing asserts on timing.
+#
+#   RSTREAM_BIN_DIR     directory with rstream, rstream-nc, rstream-engine (required)
+#   RSTREAM_E2E_KEEP=1  keep $T after the test (its path is printed)
+set -euo pipefail
+set -E
+
+: "${RSTREAM_BIN_DIR:?set RSTREAM_BIN_DIR to the directory holding rstream, rstream-nc and rstream-engine}"
+E2E_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+RSTREAM="$RSTREAM_BIN_DIR/rstream"
+RSTREAM_NC="$RSTREAM_BIN_DIR/rstream-nc"
+RSTREAM_ENGINE_BIN="$RSTREAM_BIN_DIR/rstream-engine"
+TEST_NAME=$(basename "$0" .sh)
+
+# Exit code CTest treats as "skipped" (SKIP_RETURN_CODE 77 in tests/CMakeLists.txt).
+SKIP_CODE=77
+
+for _bin in "$RSTREAM" "$RSTREAM_NC" "$RSTREAM_ENGINE_BIN"; do
+    if [[ ! -x $_bin ]]; then
+        echo "$TEST_NAME: FAIL: $_bin is missing or not executable (build first)" >&2
+        exit 1
+    fi
+done
+unset _bin
+
+# No agent setting from the caller's environment leaks into a test.
+while IFS= read -r _var; do
+    case $_var in
+    RSTREAM_BIN_DIR | RSTREAM_SOURCE_DIR | RSTREAM_BUILD_DIR | RSTREAM_E2E_KEEP) ;;
+    *) unset "$_var" ;;
+    esac
+done < <(compgen -e | grep '^RSTREAM_' || true)
+unset _var
+
+T=$(mktemp -d "${TMPDIR:-/tmp}/rstream-e2e.XXXXXX")
+LOGS="$T/logs"
+mkdir -p "$LOGS" "$T/home"
+export HOME="$T/home"
+export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1}"
+
+PIDS=()           # every background process, in start order
+SPAWNED_PID=""    # the last one spawn started
+PICKED_PORTS=" "  # ports free_port handed out, never handed out twice
+_DUMPED=0
+
+say() { printf '%s: %s\n' "$TEST_NAME" "$*"; }
+check() { printf '%s: CHECK %s\n' "$TEST_NAME" "$*"; }
+
+dump_logs() {
+    [[ $_DUMPED == 1 ]] && return 0
+    _DUMPED=1
+    local f
+    for f in "$LOGS"/*; do
+        [[ -f $f ]] || continue
+        echo "----- tail of $f -----" >&2
+        tail -n 40 "$f" >&2 || true
+    done
+    if [[ ${RSTREAM_E2E_KEEP:-0} == 1 ]]; then
+        echo "----- end of logs (kept in $LOGS) -----" >&2
+    else
+        echo "----- end of logs (set RSTREAM_E2E_KEEP=1 to keep them) -----" >&2
+    fi
+}
+
+# fail MESSAGE: prints the message and exits 1; the exit trap stops every process and then
+# prints the tail of every log.
+fail() {
+    echo "$TEST_NAME: FAIL: $*" >&2
+    exit 1
+}
+
+skip() {
+    echo "$TEST_NAME: SKIP: $*"
+    exit "$SKIP_CODE"
+}
+
+need_cmd() {
+    local c
+    for c in "$@"; do
+        command -v "$c" >/dev/null 2>&1 || skip "'$c' is not installed"
+    done
+}
+
+# is_running PID: the process exists and is not a zombie.
+is_running() {
+    local state
+    [[ -r /proc/$1/stat ]] || return 1
+    state=$(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1) || return 1
+    [[ -n $state && $state != Z ]]
+}
+
+# spawn NAME COMMAND...: runs COMMAND in the background, stdout to $LOGS/NAME.log and stderr to
+# $LOGS/NAME.err; its pid is in SPAWNED_PID and is killed at the end of the test.
+spawn() {
+    local name=$1
+    shift
+    "$@" >"$LOGS/$name.log" 2>"$LOGS/$name.err" </dev/null &
+    SPAWNED_PID=$!
+    PIDS+=("$SPAWNED_PID")
+}
+
+# wait_exit PID SECONDS: waits (bounded) until PID ended; sets EXIT_CODE. Fails on timeout.
+EXIT_CODE=""
+wait_exit() {
+    local pid=$1 limit=$2 tries=0
+    local deadline=$((SECONDS + limit))
+    while is_running "$pid"; do
+        tries=$((tries + 1))
+        if ((SECONDS >= deadline || tries > limit * 10)); then
+            fail "process $pid did not exit within ${limit}s"
+        fi
+        sleep 0.1
+    done
+    EXIT_CODE=0
+    { wait "$pid" || EXIT_CODE=$?; } 2>/dev/null
+}
+
+# stop PID [SIGNAL]: sends SIGNAL (TERM) and waits up to 30 s for the process to end.
+stop() {
+    kill -"${2:-TERM}" "$1" 2>/dev/null || true
+    wait_exit "$1" 30
+}
+
+# wait_for SECONDS DESCRIPTION COMMAND...: runs COMMAND every 0.2 s until it succeeds; fails
+# the test with DESCRIPTION after SECONDS (or as many tries).
+wait_for() {
+    local limit=$1 what=$2 tries=0
+    shift 2
+    local deadline=$((SECONDS + limit))
+    until "$@"; do
+        tries=$((tries + 1))
+        if ((SECONDS >= deadline || tries >= limit * 5)); then
+            fail "timed out after ${limit}s waiting for: $what"
+        fi
+        sleep 0.2
+    done
+}
+
+# wait_for_line FILE REGEX SECONDS [PID]: until FILE has a line matching REGEX (grep -E); fails
+# early when PID (the process writing FILE) has ended.
+wait_for_line() {
+    local file=$1 re=$2 limit=$3 pid=${4:-} tries=0
+    local deadline=$((SECONDS + limit))
+    until grep -Eq -- "$re" "$file" 2>/dev/null; do
+        if [[ -n $pid ]] && ! is_running "$pid"; then
+            grep -Eq -- "$re" "$file" 2>/dev/null && return 0
+            fail "process $pid ended before '$re' appeared in $file"
+        fi
+        tries=$((tries + 1))
+        if ((SECONDS >= deadline || tries >= limit * 5)); then
+            fail "timed out after ${limit}s waiting for '$re' in $file"
+        fi
+        sleep 0.2
+    done
+}
+
+# free_port: a TCP port on 127.0.0.1 nobody listens on (never the same twice in one test).
+free_port() {
+    local p i
+    for i in 1 2 3 4 5 6 7 8 9 10; do
+        p=$(python3 -c 'import socket
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])')
+        if [[ $PICKED_PORTS != *" $p "* ]]; then
+            PICKED_PORTS+="$p "
+            echo "$p"
+            return 0
+        fi
+    done
+    fail "could not pick a free port"
+}
+
+# port_open PORT: something accepts TCP connections on 127.0.0.1:PORT (connects once).
+port_open() {
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# listening PORT [PID]: a socket listens on PORT (read from /proc/net/tcp, without connecting,
+# so one-shot listeners such as `socat TCP-LISTEN` are not used up). Fails the test when PID
+# (the process expected to listen) has ended.
+listening() {
+    if [[ -n ${2:-} ]] && ! is_running "$2"; then
+        fail "process $2 ended before listening on port $1"
+    fi
+    awk -v p="$(printf '%04X' "$1")" 'FNR > 1 { split($2, a, ":"); if (a[2] == p && $4 == "0A") found = 1 }
+        END { exit !found }' /proc/net/tcp /proc/net/tcp6 2>/dev/null
+}
+
+# start_engine: starts rstream-engine with state in $T/engine on $ENGINE_PORT (picked once, so
+# a restart reuses it), waits until it accepts, and exports the agent settings.
+ENGINE_PORT=""
+ENGINE_PID=""
+ENGINE_STARTS=0
+start_engine() {
+    [[ -n $ENGINE_PORT ]] || ENGINE_PORT=$(free_port)
+    ENGINE_STARTS=$((ENGINE_STARTS + 1))
+    local name=engine
+    ((ENGINE_STARTS == 1)) || name="engine.$ENGINE_STARTS"
+    spawn "$name" "$RSTREAM_ENGINE_BIN" --state-dir "$T/engine" --listen "127.0.0.1:$ENGINE_PORT" --log-format text
+    ENGINE_PID=$SPAWNED_PID
+    ENGINE_LOG="$LOGS/$name.err"
+    local tries=0 deadline=$((SECONDS + 60))
+    until listening "$ENGINE_PORT" && [[ -s $T/engine/admin.token ]]; do
+        is_running "$ENGINE_PID" || fail "rstream-engine exited during start-up"
+        tries=$((tries + 1))
+        if ((SECONDS >= deadline || tries >= 300)); then
+            fail "rstream-engine did not accept connections on 127.0.0.1:$ENGINE_PORT within 60s"
+        fi
+        sleep 0.2
+    done
+    export RSTREAM_ENGINE="localhost:$ENGINE_PORT"
+    export RSTREAM_TLS_CACERT_FILE="$T/engine/ca.pem"
+    RSTREAM_AUTHENTICATION_TOKEN=$(cat "$T/engine/admin.token")
+    export RSTREAM_AUTHENTICATION_TOKEN
+    say "engine pid $ENGINE_PID listening on 127.0.0.1:$ENGINE_PORT"
+}
+
+# engine_log_has REGEX: the current engine's log has a matching line (all engine logs are
+# the files $LOGS/engine*.err).
+engine_log_has() {
+    cat "$LOGS"/engine*.err 2>/dev/null | grep -Eq -- "$1"
+}
+
+# start_forward NAME TUNNEL TARGET [ARGS...]: `rstream forward TARGET --no-publish --name
+# TUNNEL ARGS...` in the background (output $LOGS/NAME.log); waits until it is online.
+FORWARD_PID=""
+start_forward() {
+    local name=$1 tunnel=$2 target=$3
+    shift 3
+    spawn "$name" "$RSTREAM" forward "$target" --no-publish --name "$tunnel" "$@"
+    FORWARD_PID=$SPAWNED_PID
+    wait_for_line "$LOGS/$name.log" '^  status +online|"event":"tunnel.online"' 60 "$FORWARD_PID"
+}
+
+# start_upstream MODE PORT: the Python upstream (echo | after-eof) on 127.0.0.1:PORT.
+start_upstream() {
+    spawn "upstream-$2" python3 "$E2E_DIR/upstream.py" "$1" "$2"
+    local pid=$SPAWNED_PID
+    wait_for 30 "upstream $1 listening on port $2" listening "$2" "$pid"
+}
+
+# rnc ARGS...: rstream-nc, bounded (60 s); its exit code is 124 when it hung.
+rnc() {
+    timeout -k 5 60 "$RSTREAM_NC" "$@"
+}
+
+# nc_echo_ok NAME [WORD]: WORD (ping) through `rstream-nc rstrm://NAME` comes back from an echo
+# upstream. stderr is appended to $LOGS/nc.err.
+nc_echo_ok() {
+    local word=${2:-ping} got
+    got=$(printf '%s\n' "$word" | rnc "rstrm://$1" 2>>"$LOGS/nc.err") || return 1
+    [[ $got == "$word" ]]
+}
+
+sha() {
+    sha256sum "$1" | cut -d' ' -f1
+}
+
+_on_err() {
+    echo "$TEST_NAME: command failed (line ${BASH_LINENO[0]}): $BASH_COMMAND" >&2
+}
+
+_cleanup() {
+    local rc=$? pid i alive
+    set +e
+    trap - ERR
+    # Newest first: agents end before the engine they talk to.
+    for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
+        kill -TERM "${PIDS[i]}" 2>/dev/null
+    done
+    for ((i = 0; i < 150; i++)); do
+        alive=0
+        for pid in "${PIDS[@]}"; do
+            is_running "$pid" && alive=1
+        done
+        ((alive == 0)) && break
+        sleep 0.1
+    done
+    for pid in "${PIDS[@]}"; do
+        if is_running "$pid"; then
+            echo "$TEST_NAME: process $pid still running after SIGTERM; killing it" >&2
+            kill -KILL "$pid" 2>/dev/null
+        fi
+    done
+    for pid in "${PIDS[@]}"; do
+        { wait "$pid"; } 2>/dev/null
+    done
+    # ASan/UBSan/LSan reports in any log fail the test, even when every check passed.
+    local reports
+    reports=$(grep -lE 'ERROR: (AddressSanitizer|LeakSanitizer)|: runtime error: |SUMMARY: [A-Za-z]+Sanitizer' \
+        "$LOGS"/* 2>/dev/null)
+    if [[ -n $reports ]]; then
+        echo "$TEST_NAME: FAIL: sanitizer report in: $(echo "$reports" | tr '\n' ' ')" >&2
+        rc=1
+    fi
+    if ((rc != 0 && rc != SKIP_CODE)); then
+        dump_logs
+    fi
+    if [[ ${RSTREAM_E2E_KEEP:-0} == 1 ]]; then
+        echo "$TEST_NAME: kept $T" >&2
+    else
+        rm -rf "$T"
+    fi
+    if ((rc == 0)); then
+        echo "$TEST_NAME: PASS (${SECONDS}s)"
+    elif ((rc != SKIP_CODE)); then
+        echo "$TEST_NAME: FAILED (exit $rc, ${SECONDS}s)" >&2
+    fi
+    exit "$rc"
+}
+trap _on_err ERR
+trap _cleanup EXIT
