@@ -2,6 +2,7 @@
 
 #include "../common/limits.hpp"
 
+#include <rstream/core/duration.hpp>
 #include <rstream/rstream.hpp>
 
 #include <boost/asio/co_spawn.hpp>
@@ -29,6 +30,7 @@ struct forward_options {
     std::string name;
     std::vector<std::string> labels;
     std::string output = "text";
+    std::string reconnect_max = "5s";
 };
 
 std::string clock_text() {
@@ -172,10 +174,16 @@ int run_forward(const forward_options& o, const rstream::apps::client_flags& fla
     rstream::transport::client_config config;
     rstream::forward_target target;
     rstream::tunnel_properties props;
+    std::chrono::milliseconds reconnect_cap{5000};
     try {
         config = rstream::transport::resolve_client_config(flags.overrides());
         target = rstream::parse_forward_target(o.target);
         props = make_properties(o);
+        auto cap = rstream::parse_duration(o.reconnect_max);
+        if (!cap || cap->count() < 100)
+            rstream::throw_error(rstream::error::invalid_configuration,
+                                 "--reconnect-max-delay '" + o.reconnect_max + "' is not a duration of at least 100ms");
+        reconnect_cap = *cap;
     } catch (const std::exception& e) {
         out.error(e.what());
         return 1;
@@ -192,6 +200,7 @@ int run_forward(const forward_options& o, const rstream::apps::client_flags& fla
     rstream::client_options opts;
     opts.config = config;
     opts.retry_initial_connect = true;
+    opts.reconnect.max = reconnect_cap;
     opts.on_status = [&](const rstream::status_event& e) {
         out.status(e);
         if (e.status == rstream::channel_status::connected && online_once) {
@@ -264,6 +273,9 @@ CLI::App* add_forward_command(CLI::App& root, rstream::apps::client_flags& flags
                   "name with rstream-nc)");
     cmd->add_option("--name", o->name, "Tunnel name (a DNS label; private tunnels are dialed by it)");
     cmd->add_option("--label", o->labels, "Label KEY=VALUE (repeatable)");
+    cmd->add_option("--reconnect-max-delay", o->reconnect_max,
+                    "Longest wait between reconnection attempts (backoff from 100ms, doubling, full jitter)")
+        ->capture_default_str();
     cmd->add_option("-o,--output", o->output, "Output: text lines or one JSON object per event")
         ->check(CLI::IsMember({"text", "json"}));
     cmd->callback([o, &flags, &exit_code] { exit_code = run_forward(*o, flags); });

@@ -13,6 +13,7 @@ start_upstream after-eof "$EOF_PORT"
 
 check "rstream forward (text) prints the online block"
 start_forward fwd echo-1 "$ECHO_PORT" --label env=e2e
+TEXT_FWD_PID=$FORWARD_PID
 FWD="$LOGS/fwd.log"
 grep -Eq '^  status +online$' "$FWD" || fail "no 'status       online' line in the forward output"
 grep -Eq '^  tunnel id +[0-9a-zA-Z]+' "$FWD" || fail "no 'tunnel id' line in the forward output"
@@ -90,8 +91,14 @@ for e in events:
                               "tunnel.lost", "error"}, e
 EOF
 
-check "the text-mode forward still runs and both tunnels are in the engine log"
+check "both forwards still run and both tunnels are in the engine log"
+is_running "$TEXT_FWD_PID" || fail "the text forward exited"
 is_running "$FORWARD_PID" || fail "the JSON forward exited"
 engine_log_has 'tunnel created .*name=echo-1' || fail "engine log has no 'tunnel created' for echo-1"
 engine_log_has 'tunnel created .*name=echo-json' || fail "engine log has no 'tunnel created' for echo-json"
+check "Ctrl-C (SIGINT) stops rstream forward (bounded wait)"
+kill -INT "$FORWARD_PID"
+wait_exit "$FORWARD_PID" 30
+# Informational until settled: today it exits 1 with "error: the control channel was closed".
+say "  rstream forward exited $EXIT_CODE on SIGINT; last stderr line: $(tail -n 1 "$LOGS/fwd-json.err")"
 say "all checks passed"

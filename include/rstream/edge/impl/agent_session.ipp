@@ -79,14 +79,13 @@ asio::awaitable<void> agent_session::run(protocol::OpenControlChannelReq req) {
         reason = e.what();
     }
     conn.close();
-    // Names stay reserved for this credential so the agent can reclaim them, unless the
-    // engine itself is stopping (its registry goes away).
+    // A lost channel's names stay reserved for its credential so the agent can reclaim
+    // them; an orderly close frees them at once.
     auto now = clock::now();
-    for (const auto& tid : eng->tunnels.tunnels_of(id)) {
-        auto grace = finish_after_flush && eng->stopping ? clock::duration::zero()
-                                                         : std::chrono::duration_cast<clock::duration>(eng->cfg.name_grace);
+    auto grace = orderly_close ? clock::duration::zero()
+                               : std::chrono::duration_cast<clock::duration>(eng->cfg.name_grace);
+    for (const auto& tid : eng->tunnels.tunnels_of(id))
         eng->tunnels.remove(tid, now, grace);
-    }
     log::info("control channel closed", {{"client", client_id}, {"reason", reason}});
     eng->session_ended(id);
 }
@@ -156,6 +155,7 @@ asio::awaitable<void> agent_session::reader() {
             protocol::Message rsp;
             rsp.mutable_close_control_channel_rsp();
             send(rsp);
+            orderly_close = true;
             finish_after_flush = true;
             out_ready.set();
             break;

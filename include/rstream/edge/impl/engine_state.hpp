@@ -85,6 +85,7 @@ struct agent_session : std::enable_shared_from_this<agent_session> {
     std::deque<std::string> outq;
     event out_ready;
     bool finish_after_flush = false;
+    bool orderly_close = false;  // the agent asked to close: its names are freed at once
 
     bool sequenced_heartbeats = false;
     std::chrono::milliseconds hb_timeout{30000};
