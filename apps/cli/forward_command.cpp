@@ -223,6 +223,7 @@ int run_forward(const forward_options& o, const rstream::apps::client_flags& fla
     };
 
     int code = 0;
+    bool stop_requested = false;
     auto main_task = [&]() -> asio::awaitable<void> {
         rstream::client client(ioc.get_executor(), opts);
         auto ctrl = co_await client.async_connect();
@@ -234,7 +235,7 @@ int run_forward(const forward_options& o, const rstream::apps::client_flags& fla
         co_await rstream::async_forward(t, target, [&](const rstream::forward_event& e) { out.stream_event(e); });
     };
     asio::co_spawn(ioc, main_task(), [&](std::exception_ptr e) {
-        if (e) {
+        if (e && !stop_requested) {
             try {
                 std::rethrow_exception(e);
             } catch (const std::exception& ex) {
@@ -249,6 +250,8 @@ int run_forward(const forward_options& o, const rstream::apps::client_flags& fla
     signals.async_wait([&](boost::system::error_code ec, int) {
         if (ec)
             return;
+        // Ctrl-C or SIGTERM: an orderly close (the engine frees the name at once), exit 0.
+        stop_requested = true;
         if (!channel_ptr->has_value()) {
             ioc.stop();
             return;

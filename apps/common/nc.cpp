@@ -143,7 +143,9 @@ asio::awaitable<void> stream_to_stdout(stream& s, std_fd& out, nc_result& r) {
             co_return;
         if (ec) {
             r.code = 1;
-            r.message = "the tunnel stream broke: " + ec.message();
+            r.message = ec == asio::ssl::error::stream_truncated
+                            ? "the tunnel stream ended abruptly (the agent closed it: is its local target reachable?)"
+                            : "the tunnel stream broke: " + ec.message();
             co_return;
         }
     }

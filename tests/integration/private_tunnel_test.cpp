@@ -81,14 +81,14 @@ TEST_CASE("closing a tunnel frees its name and a dial then says it is not found"
     });
 }
 
-TEST_CASE("a name held by a live channel is refused with a message naming the conflict") {
+TEST_CASE("a name held by a live channel is refused, and freed at once by an orderly close") {
     engine_files files;
     run_scenario([&](asio::io_context& ioc) -> asio::awaitable<void> {
         auto port = free_port();
         edge::engine engine(ioc.get_executor(), engine_config_on(port), files.credentials());
         engine.start();
         client a(ioc.get_executor(), {.config = files.client(port)});
-        client b(ioc.get_executor(), {.config = files.client(port)});
+        client b(ioc.get_executor(), {.config = files.client(port, files.token({"*"}, {"*"}))});
         auto ca = co_await a.async_connect();
         auto cb = co_await b.async_connect();
         co_await ca.async_create_tunnel(named("web-7"));
@@ -99,7 +99,12 @@ TEST_CASE("a name held by a live channel is refused with a message naming the co
             CHECK(e.code() == error::invalid_request);
             CHECK(std::string(e.what()).find("'web-7' is already used") != std::string::npos);
         }
+        // An orderly close frees the name at once, even for another credential.
         co_await ca.async_close();
+        bool freed = co_await eventually([&] { return engine.channel_count() == 1; });
+        CHECK(freed);
+        auto t = co_await cb.async_create_tunnel(named("web-7"));
+        CHECK(t.properties().name == "web-7");
         co_await cb.async_close();
         co_await engine.async_shutdown();
     });

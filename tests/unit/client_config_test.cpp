@@ -299,7 +299,7 @@ TEST_CASE("a config file named by --config or RSTREAM_CONFIG must exist") {
     CHECK_THAT(message, Contains(missing + " (from " + origin + ") does not exist"));
 }
 
-TEST_CASE("--config beats RSTREAM_CONFIG, which beats $HOME/.rstream/config.yaml") {
+TEST_CASE("the --config flag beats RSTREAM_CONFIG, which beats $HOME/.rstream/config.yaml") {
     temp_dir dir;
     fake_env env{{{"HOME", dir.path.string()}}};
     dir.write(".rstream/config.yaml", "contexts: [{name: home, engine: home.example}]\n");

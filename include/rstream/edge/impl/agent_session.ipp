@@ -71,12 +71,18 @@ asio::awaitable<void> agent_session::run(protocol::OpenControlChannelReq req) {
                                          {"heartbeat_timeout_ms", std::to_string(hb_timeout.count())}});
 
     std::exception_ptr ep = co_await until_first_ends(reader(), writer(), watchdog());
-    std::string reason = "closed";
-    try {
-        if (ep)
-            std::rethrow_exception(ep);
-    } catch (const std::exception& e) {
-        reason = e.what();
+    std::string reason = "closed by the agent";
+    if (!orderly_close) {
+        try {
+            if (ep)
+                std::rethrow_exception(ep);
+        } catch (const boost::system::system_error& e) {
+            reason = e.code() == asio::error::eof || e.code() == asio::ssl::error::stream_truncated
+                         ? std::string("the agent's connection ended")
+                         : std::string(e.what());
+        } catch (const std::exception& e) {
+            reason = e.what();
+        }
     }
     conn.close();
     // A lost channel's names stay reserved for its credential so the agent can reclaim

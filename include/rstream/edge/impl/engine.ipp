@@ -22,6 +22,15 @@ namespace rstream::edge {
 
 using namespace std::chrono_literals;
 
+namespace detail {
+/// What the accept phase (hello, handshake, first frame) produced.
+struct accepted {
+    transport::tls_stream conn;
+    protocol::Message first;
+};
+} // namespace detail
+using detail::accepted;
+
 namespace {
 
 // Select rstrm/1 when offered; refuse the handshake otherwise (docs/protocol.md, transport).
@@ -77,12 +86,6 @@ std::shared_ptr<SSL_CTX> make_agent_context(const engine_credentials& creds) {
     }
     return ctx;
 }
-
-/// What the accept phase (hello, handshake, first frame) produced.
-struct accepted {
-    transport::tls_stream conn;
-    protocol::Message first;
-};
 
 bool constant_time_equal(const std::string& a, const std::string& b) {
     return a.size() == b.size() && CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
@@ -408,50 +411,55 @@ asio::awaitable<void> engine::state::handle_proxy_req(transport::tls_stream conn
     p->ready.set();
 }
 
+namespace detail {
+/// Answers a refused dial: StreamRsp{error} without zero_rtt; a plain close with it.
+inline asio::awaitable<void> refuse_dial(transport::tls_stream& conn, bool zero_rtt, asio::ip::address peer,
+                                         std::string target, error code, std::string why) {
+    log::info("dial refused", {{"peer", peer_text(peer)}, {"tunnel", target}, {"reason", why}});
+    if (!zero_rtt) {
+        protocol::Message rsp;
+        *rsp.mutable_stream_rsp()->mutable_error() = framing::make_error(code, why);
+        try {
+            co_await framing::async_write_message(conn, rsp);
+            co_await conn.async_shutdown_send();
+        } catch (const std::exception&) {
+        }
+    }
+}
+} // namespace detail
+
 asio::awaitable<void> engine::state::handle_stream_req(transport::tls_stream conn, protocol::StreamReq req,
                                                        asio::ip::address peer) {
     auto self = shared_from_this();
     bool zero_rtt = !req.has_zero_rtt() || req.zero_rtt().value();
     const std::string& target = req.tunnel_id_name();
-    auto refuse = [&](error code, std::string why) -> asio::awaitable<void> {
-        log::info("dial refused", {{"peer", peer_text(peer)}, {"tunnel", target}, {"reason", why}});
-        if (!zero_rtt) {
-            protocol::Message rsp;
-            *rsp.mutable_stream_rsp()->mutable_error() = framing::make_error(code, why);
-            try {
-                co_await framing::async_write_message(conn, rsp);
-                co_await conn.async_shutdown_send();
-            } catch (const std::exception&) {
-            }
-        }
-    };
     identity who;
     std::string why;
     if (auto ec = authenticate(req.client_details(), conn, who, why)) {
-        co_await refuse(static_cast<error>(ec.value()), why);
+        co_await detail::refuse_dial(conn, zero_rtt, peer, target, static_cast<error>(ec.value()), why);
         co_return;
     }
     if (req.has_datagram_channel() && req.datagram_channel().value()) {
-        co_await refuse(error::feature_not_available, "datagram channels are not available on this engine yet");
+        co_await detail::refuse_dial(conn, zero_rtt, peer, target, error::feature_not_available, "datagram channels are not available on this engine yet");
         co_return;
     }
     const tunnel_entry* entry = tunnels.find(target);
     std::string scope_name = entry && !entry->name.empty() ? entry->name : lowercase(target);
     if (!who.scopes.may_connect(scope_name)) {
-        co_await refuse(error::unauthorized, "not allowed to connect to '" + target + "'");
+        co_await detail::refuse_dial(conn, zero_rtt, peer, target, error::unauthorized, "not allowed to connect to '" + target + "'");
         co_return;
     }
     if (!entry) {
-        co_await refuse(error::tunnel_not_found, "tunnel '" + target + "' not found");
+        co_await detail::refuse_dial(conn, zero_rtt, peer, target, error::tunnel_not_found, "tunnel '" + target + "' not found");
         co_return;
     }
     auto owner = sessions.find(entry->session);
     if (owner == sessions.end()) {
-        co_await refuse(error::tunnel_not_found, "tunnel '" + target + "' is offline");
+        co_await detail::refuse_dial(conn, zero_rtt, peer, target, error::tunnel_not_found, "tunnel '" + target + "' is offline");
         co_return;
     }
     if (pending.size() >= cfg.max_pending_streams || stopping) {
-        co_await refuse(error::capacity_exhausted, "too many streams being opened; retry later");
+        co_await detail::refuse_dial(conn, zero_rtt, peer, target, error::capacity_exhausted, "too many streams being opened; retry later");
         co_return;
     }
     auto p = std::make_shared<pending_stream>(ex);
@@ -476,7 +484,7 @@ asio::awaitable<void> engine::state::handle_stream_req(transport::tls_stream con
     }
     pending.erase(stream_id);
     if (!p->agent_side) {
-        co_await refuse(error::service_unavailable, "tunnel '" + target + "': " + p->why);
+        co_await detail::refuse_dial(conn, zero_rtt, peer, target, error::service_unavailable, "tunnel '" + target + "': " + p->why);
         co_return;
     }
     if (!zero_rtt) {

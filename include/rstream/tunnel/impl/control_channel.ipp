@@ -17,7 +17,8 @@ using namespace std::chrono_literals;
 
 namespace {
 
-std::string hint_for(const boost::system::error_code& ec, const transport::client_config& cfg) {
+std::string hint_for(const boost::system::error_code& ec, const std::string& message,
+                     const transport::client_config& cfg) {
     if (ec == error::unauthorized) {
         if (!cfg.mtls_cert_file.empty())
             return "; the engine refused the client certificate " + cfg.mtls_cert_file + " (from " +
@@ -25,8 +26,10 @@ std::string hint_for(const boost::system::error_code& ec, const transport::clien
         if (cfg.token.empty())
             return "; no token was given: pass --token, set RSTREAM_AUTHENTICATION_TOKEN, or use a context "
                    "(`rstream context create`)";
-        return "; the token (from " + cfg.credential_source +
-               ") was refused: check it, or create one with `rstream-engine token create`";
+        if (message.find("token create") != std::string::npos)
+            return " (the token came from " + cfg.credential_source + ")";
+        return "; check the token (it came from " + cfg.credential_source +
+               ") or create one with `rstream-engine token create`";
     }
     return {};
 }
@@ -80,7 +83,8 @@ asio::awaitable<void> control_channel::impl::connect_once() {
     const auto& r = rsp.open_control_channel_rsp();
     if (r.has_error()) {
         auto ec = framing::to_error_code(r.error());
-        throw_error(ec, framing::describe(r.error()) + hint_for(ec, opts.config));
+        auto message = framing::describe(r.error());
+        throw_error(ec, message + hint_for(ec, message, opts.config));
     }
     if (!r.has_ok() || r.ok().client_id().empty())
         throw_error(error::protocol_violation, "the engine opened a control channel without a client id");
@@ -354,7 +358,9 @@ asio::awaitable<void> control_channel::impl::run() {
                 std::rethrow_exception(ep);
         } catch (const boost::system::system_error& e) {
             ec = e.code();
-            why = e.what();
+            why = e.code() == asio::error::eof || e.code() == asio::ssl::error::stream_truncated
+                      ? std::string("the engine closed the connection")
+                      : std::string(e.what());
         } catch (const std::exception& e) {
             why = e.what();
         }
