@@ -1,6 +1,8 @@
-// An agent that creates a private tunnel and echoes every stream back.
-//   RSTREAM_ENGINE=localhost:8443 RSTREAM_TLS_CACERT_FILE=~/.local/share/rstream-engine/ca.pem \
-//   RSTREAM_AUTHENTICATION_TOKEN=$(cat ~/.local/share/rstream-engine/admin.token) ./example-echo-agent echo
+// An agent that creates a private tunnel and echoes every stream back:
+//   export RSTREAM_ENGINE=localhost:8443
+//   export RSTREAM_TLS_CACERT_FILE=~/.local/share/rstream-engine/ca.pem
+//   export RSTREAM_AUTHENTICATION_TOKEN=$(cat ~/.local/share/rstream-engine/admin.token)
+//   ./example-echo-agent echo
 #include <rstream/rstream.hpp>
 
 #include <boost/asio/co_spawn.hpp>

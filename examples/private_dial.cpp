@@ -14,7 +14,9 @@ namespace asio = boost::asio;
 
 asio::awaitable<void> run(std::string name, std::string line) {
     auto config = rstream::transport::resolve_client_config({});
-    auto s = co_await rstream::async_dial(config, name, {.zero_rtt = false});
+    rstream::dial_options options;
+    options.zero_rtt = false;  // wait for the engine's answer, so a refusal says why
+    auto s = co_await rstream::async_dial(config, name, options);
     line += "\n";
     co_await asio::async_write(s, asio::buffer(line), asio::use_awaitable);
     co_await s.async_shutdown_send();

@@ -50,7 +50,7 @@ void run(int& exit_code, const std::function<void()>& action) {
     try {
         action();
     } catch (const std::exception& e) {
-        std::cerr << "error: " << e.what() << "\n";
+        std::cerr << "rstream context: error: " << rstream::describe(e) << "\n";
         exit_code = 1;
     }
 }

@@ -185,7 +185,7 @@ int run_forward(const forward_options& o, const rstream::apps::client_flags& fla
                                  "--reconnect-max-delay '" + o.reconnect_max + "' is not a duration of at least 100ms");
         reconnect_cap = *cap;
     } catch (const std::exception& e) {
-        out.error(e.what());
+        out.error(rstream::describe(e));
         return 1;
     }
     rstream::apps::client_flags::warn_if_insecure(config, "rstream forward");
@@ -193,7 +193,6 @@ int run_forward(const forward_options& o, const rstream::apps::client_flags& fla
     asio::io_context ioc(1);
     auto tunnel_ptr = std::make_shared<std::optional<rstream::tunnel>>();
     auto channel_ptr = std::make_shared<std::optional<rstream::control_channel>>();
-    bool online_once = false;
     std::string engine_text = rstream::transport::to_string(config.engine);
     std::string target_text = rstream::to_string(target);
 
@@ -203,23 +202,9 @@ int run_forward(const forward_options& o, const rstream::apps::client_flags& fla
     opts.reconnect.max = reconnect_cap;
     opts.on_status = [&](const rstream::status_event& e) {
         out.status(e);
-        if (e.status == rstream::channel_status::connected && online_once) {
-            // The tunnel is re-created right after; report once the engine confirmed it.
-            asio::co_spawn(
-                ioc,
-                [&, tunnel_ptr]() -> asio::awaitable<void> {
-                    asio::steady_timer t(ioc, std::chrono::milliseconds(200));
-                    for (int i = 0; i < 50 && channel_ptr->has_value(); ++i) {
-                        co_await t.async_wait(asio::use_awaitable);
-                        if (tunnel_ptr->has_value() && (**channel_ptr).is_connected()) {
-                            out.online(**tunnel_ptr, target_text, engine_text, true);
-                            co_return;
-                        }
-                        t.expires_after(std::chrono::milliseconds(200));
-                    }
-                },
-                asio::detached);
-        }
+        // The SDK re-created the tunnel after a reconnection: show the block again.
+        if (e.status == rstream::channel_status::tunnel_restored && tunnel_ptr->has_value())
+            out.online(**tunnel_ptr, target_text, engine_text, true);
     };
 
     int code = 0;
@@ -231,7 +216,6 @@ int run_forward(const forward_options& o, const rstream::apps::client_flags& fla
         auto t = co_await ctrl.async_create_tunnel(props);
         *tunnel_ptr = t;
         out.online(t, target_text, engine_text, false);
-        online_once = true;
         co_await rstream::async_forward(t, target, [&](const rstream::forward_event& e) { out.stream_event(e); });
     };
     asio::co_spawn(ioc, main_task(), [&](std::exception_ptr e) {

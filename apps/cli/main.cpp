@@ -6,6 +6,7 @@
 #include "forward_command.hpp"
 
 #include <rstream/config.hpp>
+#include <rstream/core/error.hpp>
 
 #include <CLI/CLI.hpp>
 
@@ -31,7 +32,7 @@ int main(int argc, char** argv) {
         try {
             config = rstream::transport::resolve_client_config(flags.overrides());
         } catch (const std::exception& e) {
-            std::fprintf(stderr, "rstream nc: %s\n", e.what());
+            std::fprintf(stderr, "rstream nc: %s\n", rstream::describe(e).c_str());
             exit_code = 1;
             return;
         }
@@ -44,6 +45,11 @@ int main(int argc, char** argv) {
     auto* version = app.add_subcommand("version", "Print the version");
     version->callback([] { std::printf("rstream %s (protocol %s)\n", RSTREAM_VERSION, RSTREAM_PROTOCOL_VERSION); });
 
-    CLI11_PARSE(app, argc, argv);
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        // --help and --version exit 0; usage errors exit 2 (1 is for failures of the command).
+        return app.exit(e) == 0 ? 0 : 2;
+    }
     return exit_code;
 }

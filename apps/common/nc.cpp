@@ -183,7 +183,7 @@ int run_nc(const transport::client_config& config, const std::string& url, const
         if (failure)
             std::rethrow_exception(failure);
     } catch (const std::exception& e) {
-        std::fprintf(stderr, "%s: %s\n", program, e.what());
+        std::fprintf(stderr, "%s: %s\n", program, rstream::describe(e).c_str());
         return 1;
     }
     if (r.code != 0 && !r.message.empty())

@@ -17,7 +17,11 @@
 #include <CLI/CLI.hpp>
 
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
+
+#include <fcntl.h>
+#include <unistd.h>
 
 extern char** environ;
 
@@ -52,6 +56,24 @@ edge::engine_config load_config(const engine_flags& f) {
     return cfg;
 }
 
+/// The admin token must verify with the secret the engine really uses (auth.jwt.secret may
+/// replace the generated one): re-sign it when it does not.
+void ensure_admin_token(const std::string& path, const std::string& secret) {
+    std::string current;
+    try {
+        current = edge::read_secret_file(path);
+    } catch (const std::exception&) {
+    }
+    if (!current.empty() && edge::verify_token(current, secret, std::chrono::system_clock::now()))
+        return;
+    auto token = edge::sign_token(edge::admin_claims("admin"), secret) + "\n";
+    std::string tmp = path + ".tmp";
+    int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    if (fd < 0 || ::write(fd, token.data(), token.size()) != static_cast<ssize_t>(token.size()) || ::close(fd) != 0 ||
+        std::rename(tmp.c_str(), path.c_str()) != 0)
+        rstream::throw_error(rstream::error::invalid_configuration, "cannot write the admin token " + path);
+}
+
 struct prepared {
     edge::engine_config cfg;
     edge::state_files files;
@@ -72,14 +94,14 @@ prepared prepare(const engine_flags& f) {
         p.creds.jwt_secret = edge::read_secret_file(p.cfg.jwt_secret_file.empty() ? p.files.jwt_secret
                                                                                    : p.cfg.jwt_secret_file);
     p.creds.mtls_ca_file = p.cfg.mtls_ca_file;
+    ensure_admin_token(p.files.admin_token, p.creds.jwt_secret);
     return p;
 }
 
-std::string engine_address_for_agents(const edge::engine_config& cfg) {
-    auto addr = edge::parse_listen_address(cfg.listen_addr);
-    std::uint16_t port = addr ? addr->port : 443;
-    return port == 443 ? cfg.host : cfg.host + ":" + std::to_string(port);
+std::string engine_address_for_agents(const edge::engine_config& cfg, std::uint16_t bound_port) {
+    return bound_port == 443 ? cfg.host : cfg.host + ":" + std::to_string(bound_port);
 }
+
 
 int run_engine(const engine_flags& f) {
     auto p = prepare(f);
@@ -92,9 +114,13 @@ int run_engine(const engine_flags& f) {
     edge::engine engine(ioc.get_executor(), p.cfg, p.creds);
     engine.start();
 
-    auto addr = engine_address_for_agents(p.cfg);
+    auto addr = engine_address_for_agents(p.cfg, engine.local_endpoint().port());
     bool own_ca = p.cfg.cert_file.empty();
-    std::printf("rstream-engine %s listening on %s (engine host %s)\n", RSTREAM_VERSION, p.cfg.listen_addr.c_str(),
+    auto bound = engine.local_endpoint();
+    std::string bound_text = (bound.address().is_v6() ? "[" + bound.address().to_string() + "]"
+                                                        : bound.address().to_string()) +
+                             ":" + std::to_string(bound.port());
+    std::printf("rstream-engine %s listening on %s (engine host %s)\n", RSTREAM_VERSION, bound_text.c_str(),
                 p.cfg.host.c_str());
     std::printf("state: %s%s\n\n", p.files.dir.c_str(), p.files.created ? " (created)" : "");
     std::printf("Connect an agent:\n");
@@ -128,6 +154,13 @@ int run_engine(const engine_flags& f) {
 
 int create_token(const engine_flags& f, const std::string& name, const std::vector<std::string>& create,
                  const std::vector<std::string>& connect, const std::string& ttl, const std::string& output) {
+    // Tokens only make sense for an engine that exists: never create a new secret here.
+    auto cfg = load_config(f);
+    if (cfg.jwt_secret.empty() && cfg.jwt_secret_file.empty() &&
+        !std::filesystem::exists(std::filesystem::path(cfg.state_dir) / "jwt.secret"))
+        rstream::throw_error(rstream::error::invalid_configuration,
+                             "no engine state in " + cfg.state_dir +
+                                 ": start rstream-engine first, or pass the --state-dir (or -c) it runs with");
     auto p = prepare(f);
     edge::token_claims c;
     c.subject = name;
@@ -184,13 +217,20 @@ int main(int argc, char** argv) {
     create_cmd->add_option("--ttl", ttl, "Lifetime, e.g. 30m, 24h, 7d (default: no expiry)");
     create_cmd->add_option("-o,--output", output, "Output format")->check(CLI::IsMember({"text", "json"}));
 
-    CLI11_PARSE(app, argc, argv);
+    // Engine options may also follow `token create`.
+    token->fallthrough();
+    create_cmd->fallthrough();
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        return app.exit(e) == 0 ? 0 : 2;
+    }
     try {
         if (create_cmd->parsed())
             return create_token(f, name, create_globs, connect_globs, ttl, output);
         return run_engine(f);
     } catch (const std::exception& e) {
-        std::fprintf(stderr, "rstream-engine: error: %s\n", e.what());
+        std::fprintf(stderr, "rstream-engine: error: %s\n", rstream::describe(e).c_str());
         return 1;
     }
 }

@@ -3,6 +3,8 @@
 #include "../common/client_flags.hpp"
 #include "../common/nc.hpp"
 
+#include <rstream/core/error.hpp>
+
 #include <CLI/CLI.hpp>
 
 int main(int argc, char** argv) {
@@ -13,12 +15,17 @@ int main(int argc, char** argv) {
     flags.add_to(app);
     std::string url;
     app.add_option("address", url, "rstrm://NAME (or NAME): the tunnel to dial")->required();
-    CLI11_PARSE(app, argc, argv);
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        // --help and --version exit 0; usage errors exit 2 (1 is for failures of the command).
+        return app.exit(e) == 0 ? 0 : 2;
+    }
     rstream::transport::client_config config;
     try {
         config = rstream::transport::resolve_client_config(flags.overrides());
     } catch (const std::exception& e) {
-        std::fprintf(stderr, "rstream-nc: %s\n", e.what());
+        std::fprintf(stderr, "rstream-nc: %s\n", rstream::describe(e).c_str());
         return 1;
     }
     rstream::apps::client_flags::warn_if_insecure(config, "rstream-nc");

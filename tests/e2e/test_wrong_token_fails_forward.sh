@@ -26,6 +26,12 @@ check "forward --token garbage exits 1 naming the token"
 forward_must_fail garbage 'token' --token garbage
 
 check "forward with a token signed by another engine exits 1 naming the token"
+# `token create` never makes a new engine: it needs one's state (here just its secret).
+"$RSTREAM_ENGINE_BIN" --state-dir "$T/nowhere" token create --name a >"$LOGS/no-state.out" 2>"$LOGS/no-state.err" &&
+    fail "token create without engine state printed a token"
+grep -q "no engine state" "$LOGS/no-state.err" || fail "token create without state does not say why: $(cat "$LOGS/no-state.err")"
+mkdir -m 700 "$T/other"
+(umask 077 && head -c 32 /dev/urandom | base64 | tr -d '=\n' >"$T/other/jwt.secret")
 OTHER_TOKEN=$("$RSTREAM_ENGINE_BIN" --state-dir "$T/other" token create --name a 2>"$LOGS/other-token.err") ||
     fail "token create in a second state directory failed"
 [[ $OTHER_TOKEN == *.*.* ]] || fail "token create printed '$OTHER_TOKEN', not a JWT"

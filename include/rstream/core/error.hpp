@@ -6,6 +6,7 @@
 #include <boost/system/error_code.hpp>
 #include <boost/system/system_error.hpp>
 
+#include <exception>
 #include <string>
 #include <type_traits>
 
@@ -76,6 +77,10 @@ public:
 private:
     std::string message_;
 };
+
+/// A message for people: error_with_message's text, an error code's message (without the
+/// source location Boost adds to system_error::what()), or what().
+RSTREAM_DECL std::string describe(const std::exception& e);
 
 /// Throws error_with_message.
 [[noreturn]] inline void throw_error(error e, std::string message) {

@@ -10,7 +10,7 @@
 
 namespace rstream::log {
 
-enum class level { debug, info, warn, error };
+enum class level { debug, info, warn, error, off };
 enum class format { text, json };
 
 /// Process-wide settings (set once at start, before any I/O thread runs).

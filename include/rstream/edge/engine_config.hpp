@@ -42,7 +42,8 @@ struct engine_config {
     std::string mtls_ca_file;
     /// `timeouts.handshake`: TLS handshake plus the agent's first frame.
     std::chrono::milliseconds handshake_timeout{10000};
-    /// `timeouts.heartbeat_interval`: used when the agent proposes none.
+    /// `timeouts.heartbeat_interval`: what agents that propose no liveness are expected to
+    /// keep (rstrm/1 default 10 s); the engine drops a channel silent for heartbeat_timeout.
     std::chrono::milliseconds heartbeat_interval{10000};
     /// `timeouts.heartbeat_timeout`: a channel silent this long is closed; at least the interval.
     std::chrono::milliseconds heartbeat_timeout{30000};

@@ -43,8 +43,9 @@ RSTREAM_DECL decode_result decode_frame(std::span<const std::uint8_t> input) noe
 RSTREAM_DECL boost::system::error_code check_header(std::span<const std::uint8_t, header_size> header,
                                                     std::size_t& length) noexcept;
 
-/// Parses a payload into `out`; frame_malformed when it is not a Message, or when no
-/// payload field is set that this side knows (an unknown extension parses as empty).
+/// Parses a payload into `out`; frame_malformed when it is not a Message. A Message whose
+/// payload is an extension this side does not know parses with no payload set: callers
+/// ignore it on an open channel and refuse it as a first frame (docs/protocol.md, framing).
 RSTREAM_DECL boost::system::error_code parse_message(std::span<const std::uint8_t> payload,
                                                      protocol::Message& out) noexcept;
 

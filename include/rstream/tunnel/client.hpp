@@ -33,6 +33,7 @@ enum class channel_status {
     connected,       ///< open (again); tunnels are (re-)created
     disconnected,    ///< lost; a reconnection follows
     reconnecting,    ///< waiting retry_in before the next attempt
+    tunnel_restored, ///< a tunnel was re-created after a reconnection (message: its address)
     tunnel_lost,     ///< a tunnel could not be re-created after a reconnection
     server_message,  ///< the engine said something (message)
     closed,          ///< closed by the application

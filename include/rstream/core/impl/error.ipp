@@ -52,6 +52,14 @@ RSTREAM_DECL const boost::system::error_category& rstream_category() noexcept {
     return instance;
 }
 
+RSTREAM_DECL std::string describe(const std::exception& e) {
+    if (dynamic_cast<const error_with_message*>(&e))
+        return e.what();
+    if (auto* se = dynamic_cast<const boost::system::system_error*>(&e))
+        return se->code().message();
+    return e.what();
+}
+
 RSTREAM_DECL bool is_fatal(const boost::system::error_code& ec) noexcept {
     if (ec.category() == rstream_category()) {
         switch (static_cast<error>(ec.value())) {

@@ -17,7 +17,8 @@ const char* level_name(level l, bool upper) {
     case level::debug: return upper ? "DEBUG" : "debug";
     case level::info: return upper ? "INFO" : "info";
     case level::warn: return upper ? "WARN" : "warn";
-    case level::error: return upper ? "ERROR" : "error";
+    case level::error:
+    case level::off: return upper ? "ERROR" : "error";
     }
     return "info";
 }
@@ -50,10 +51,11 @@ void configure(format f, level min_level) {
 }
 
 bool parse_level(std::string_view s, level& out) noexcept {
-    if (s == "debug") out = level::debug;
+    if (s == "debug" || s == "trace") out = level::debug;
     else if (s == "info") out = level::info;
     else if (s == "warn" || s == "warning") out = level::warn;
     else if (s == "error") out = level::error;
+    else if (s == "off") out = level::off;
     else return false;
     return true;
 }
@@ -82,7 +84,7 @@ std::string json_escape(std::string_view s) {
 }
 
 void write(level l, std::string_view message, std::initializer_list<field> fields) {
-    if (l < g_level)
+    if (l < g_level || l == level::off)
         return;
     std::string line;
     if (g_format == format::json) {

@@ -48,7 +48,6 @@ asio::awaitable<void> agent_session::run(protocol::OpenControlChannelReq req) {
     ok->mutable_server_details()->mutable_agent()->set_value("rstream-engine");
     ok->mutable_server_details()->mutable_version()->set_value(RSTREAM_VERSION);
     ok->mutable_server_details()->mutable_channel()->set_value("community");
-    std::chrono::milliseconds interval = eng->cfg.heartbeat_interval;
     hb_timeout = eng->cfg.heartbeat_timeout;
     if (req.has_liveness() && req.liveness().heartbeat_interval_ms() > 0) {
         // Echo the proposed interval; clamp the timeout to [interval, 900 s], or 3x the
@@ -59,10 +58,8 @@ asio::awaitable<void> agent_session::run(protocol::OpenControlChannelReq req) {
         ok->mutable_liveness()->set_heartbeat_interval_ms(i);
         ok->mutable_liveness()->set_heartbeat_timeout_ms(t);
         sequenced_heartbeats = true;
-        interval = std::chrono::milliseconds(i);
         hb_timeout = std::chrono::milliseconds(t);
     }
-    (void)interval;
     send(rsp);
     last_rx = std::chrono::steady_clock::now();
     log::info("control channel opened", {{"client", client_id},
@@ -79,9 +76,9 @@ asio::awaitable<void> agent_session::run(protocol::OpenControlChannelReq req) {
         } catch (const boost::system::system_error& e) {
             reason = e.code() == asio::error::eof || e.code() == asio::ssl::error::stream_truncated
                          ? std::string("the agent's connection ended")
-                         : std::string(e.what());
+                         : describe(e);
         } catch (const std::exception& e) {
-            reason = e.what();
+            reason = describe(e);
         }
     }
     conn.close();

@@ -108,7 +108,10 @@ std::string peer_text(const asio::ip::address& a) { return a.is_unspecified() ? 
 // --- engine ---
 
 engine::engine(asio::any_io_executor ex, engine_config config, engine_credentials credentials, edge_features features)
-    : state_(std::make_shared<state>(std::move(ex), std::move(config), std::move(credentials), features)) {}
+    : state_(std::make_shared<state>(std::move(ex), std::move(config), std::move(credentials), features)) {
+    // Host names compare case-insensitively with the (lowercased) SNI.
+    state_->cfg.host = lowercase(state_->cfg.host);
+}
 
 engine::~engine() {
     if (state_->acceptor) {
@@ -124,10 +127,19 @@ void engine::start() {
     if (!addr)
         throw_error(error::invalid_configuration, "tls.listen_addr: cannot parse '" + s.cfg.listen_addr + "'");
     boost::system::error_code ec;
+    asio::ip::tcp::endpoint ep;
     auto ip = asio::ip::make_address(addr->host.empty() ? std::string("::") : addr->host, ec);
-    if (ec)
-        throw_error(error::invalid_configuration, "tls.listen_addr: '" + addr->host + "' is not an IP address");
-    asio::ip::tcp::endpoint ep(ip, addr->port);
+    if (!ec) {
+        ep = {ip, addr->port};
+    } else {
+        // A host name (e.g. localhost): bind its first address.
+        asio::ip::tcp::resolver resolver(s.ex);
+        auto found = resolver.resolve(addr->host, std::to_string(addr->port), ec);
+        if (ec || found.empty())
+            throw_error(error::invalid_configuration,
+                        "tls.listen_addr: cannot resolve '" + addr->host + "': " + ec.message());
+        ep = found.begin()->endpoint();
+    }
     s.acceptor.emplace(s.ex);
     s.acceptor->open(ep.protocol());
     s.acceptor->set_option(asio::socket_base::reuse_address(true));
@@ -271,10 +283,10 @@ asio::awaitable<void> engine::state::handle_connection(asio::ip::tcp::socket soc
     } catch (const error_with_message& e) {
         log::info("connection closed before its first frame",
                   {{"peer", peer_text(peer)},
-                   {"reason", e.code() == error::handshake_timeout ? std::string("deadline passed") : e.what()}});
+                   {"reason", e.code() == error::handshake_timeout ? std::string("deadline passed") : describe(e)}});
         co_return;
     } catch (const std::exception& e) {
-        log::info("connection closed before its first frame", {{"peer", peer_text(peer)}, {"reason", e.what()}});
+        log::info("connection closed before its first frame", {{"peer", peer_text(peer)}, {"reason", describe(e)}});
         co_return;
     }
     if (!a)

@@ -265,7 +265,7 @@ asio::awaitable<void> control_channel::impl::open_inbound_stream(std::shared_ptr
         s.emplace(std::move(conn_stream), req.stream_id(),
                   req.has_source_ip() ? framing::from_protocol(req.source_ip()) : asio::ip::address());
     } catch (const std::exception& e) {
-        failure = e.what();
+        failure = describe(e);
     }
     --t->connecting;
     protocol::Message m;
@@ -298,6 +298,7 @@ asio::awaitable<void> control_channel::impl::recreate_tunnels() {
             try {
                 t->stored = co_await open_tunnel(props);
                 tunnels[t->stored.id] = t;
+                notify(channel_status::tunnel_restored, forwarding_address(t->stored));
                 break;
             } catch (const error_with_message& e) {
                 if (!connected)
@@ -360,9 +361,9 @@ asio::awaitable<void> control_channel::impl::run() {
             ec = e.code();
             why = e.code() == asio::error::eof || e.code() == asio::ssl::error::stream_truncated
                       ? std::string("the engine closed the connection")
-                      : std::string(e.what());
+                      : describe(e);
         } catch (const std::exception& e) {
-            why = e.what();
+            why = describe(e);
         }
         if (is_fatal(ec)) {
             end(ec, why);
@@ -386,9 +387,9 @@ asio::awaitable<void> control_channel::impl::run() {
                     end(e.code(), e.what());
                     co_return;
                 }
-                notify(channel_status::disconnected, e.what(), e.code());
+                notify(channel_status::disconnected, describe(e), e.code());
             } catch (const boost::system::system_error& e) {
-                notify(channel_status::disconnected, e.what(), e.code());
+                notify(channel_status::disconnected, describe(e), e.code());
             }
         }
         asio::co_spawn(ex, recreate_tunnels(), asio::detached);
@@ -410,12 +411,12 @@ asio::awaitable<control_channel> client::async_connect() {
         } catch (const error_with_message& e) {
             if (!p->opts.retry_initial_connect || is_fatal(e.code()))
                 throw;
-            p->notify(channel_status::disconnected, e.what(), e.code());
+            p->notify(channel_status::disconnected, describe(e), e.code());
         } catch (const boost::system::system_error& e) {
             if (!p->opts.retry_initial_connect)
                 throw_error(e.code(), "cannot connect to the engine at " + transport::to_string(p->opts.config.engine) +
                                           ": " + e.code().message());
-            p->notify(channel_status::disconnected, e.what(), e.code());
+            p->notify(channel_status::disconnected, describe(e), e.code());
         }
         auto wait = delays.next();
         p->notify(channel_status::reconnecting, "retrying", {}, wait);
