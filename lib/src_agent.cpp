@@ -2,4 +2,5 @@
 #include <rstream/tunnel/impl/tunnel_properties.ipp>
 #include <rstream/tunnel/impl/control_channel.ipp>
 #include <rstream/dialer/impl/dial.ipp>
+#include <rstream/tunnel/impl/proxy_protocol.ipp>
 #include <rstream/tunnel/impl/forward.ipp>

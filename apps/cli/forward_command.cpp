@@ -27,6 +27,9 @@ using json = nlohmann::json;
 struct forward_options {
     std::string target;
     bool publish = true;
+    bool http = false, tls = false, tcp = false;
+    std::string host, http_version, tls_mode, tls_min_version, proxy_protocol;
+    std::vector<std::string> tls_alpns;
     std::string name;
     std::vector<std::string> labels;
     std::string output = "text";
@@ -158,6 +161,17 @@ rstream::tunnel_properties make_properties(const forward_options& o) {
     rstream::tunnel_properties p;
     p.name = o.name;
     p.publish = o.publish;
+    if (o.publish) {
+        p.protocol = o.tcp ? "tcp" : o.tls ? "tls" : "http";
+        p.hostname = o.host;
+        p.http_version = o.http_version;
+        p.tls_mode = o.tls_mode;
+        p.tls_alpns = o.tls_alpns;
+        p.tls_min_version = o.tls_min_version;
+    } else if (o.http || o.tls || o.tcp || !o.host.empty()) {
+        rstream::throw_error(rstream::error::invalid_configuration,
+                             "--http, --tls, --tcp and --host are for published tunnels; drop --no-publish");
+    }
     for (const auto& kv : o.labels) {
         auto eq = kv.find('=');
         if (eq == std::string::npos || eq == 0)
@@ -175,10 +189,15 @@ int run_forward(const forward_options& o, const rstream::apps::client_flags& fla
     rstream::forward_target target;
     rstream::tunnel_properties props;
     std::chrono::milliseconds reconnect_cap{5000};
+    rstream::forward_settings settings;
     try {
         config = rstream::transport::resolve_client_config(flags.overrides());
         target = rstream::parse_forward_target(o.target);
         props = make_properties(o);
+        if (o.proxy_protocol == "v1")
+            settings.proxy = rstream::proxy_protocol::v1;
+        else if (o.proxy_protocol == "v2")
+            settings.proxy = rstream::proxy_protocol::v2;
         auto cap = rstream::parse_duration(o.reconnect_max);
         if (!cap || cap->count() < 100)
             rstream::throw_error(rstream::error::invalid_configuration,
@@ -216,7 +235,8 @@ int run_forward(const forward_options& o, const rstream::apps::client_flags& fla
         auto t = co_await ctrl.async_create_tunnel(props);
         *tunnel_ptr = t;
         out.online(t, target_text, engine_text, false);
-        co_await rstream::async_forward(t, target, [&](const rstream::forward_event& e) { out.stream_event(e); });
+        co_await rstream::async_forward(
+            t, target, [&](const rstream::forward_event& e) { out.stream_event(e); }, settings);
     };
     asio::co_spawn(ioc, main_task(), [&](std::exception_ptr e) {
         if (e && !stop_requested) {
@@ -258,6 +278,22 @@ CLI::App* add_forward_command(CLI::App& root, rstream::apps::client_flags& flags
     cmd->add_flag("--publish,!--no-publish", o->publish,
                   "Publish the tunnel at a public address (default), or keep it private (--no-publish: dialed by "
                   "name with rstream-nc)");
+    auto* http = cmd->add_flag("--http", o->http, "Publish as HTTP (the default): https://<host>.t.<engine host>");
+    auto* tls = cmd->add_flag("--tls", o->tls, "Publish as TLS (clients connect with TLS to <host>.t.<engine host>)");
+    auto* tcp = cmd->add_flag("--tcp", o->tcp, "Publish as TCP on a port of the engine");
+    http->excludes(tls)->excludes(tcp);
+    tls->excludes(tcp);
+    cmd->add_option("--host", o->host, "Stable hostname: a label (api) or the full name (api.t.<engine host>)");
+    cmd->add_option("--http-version", o->http_version, "Upstream HTTP version")
+        ->check(CLI::IsMember({"http/1.1", "h2c"}));
+    cmd->add_option("--tls-mode", o->tls_mode, "TLS tunnels: terminate at the edge, or pass through to the upstream")
+        ->check(CLI::IsMember({"terminated", "passthrough"}));
+    cmd->add_option("--tls-alpn", o->tls_alpns, "TLS tunnels: ALPN protocols the edge offers (repeatable)");
+    cmd->add_option("--tls-min-version", o->tls_min_version, "Lowest TLS version clients may use")
+        ->check(CLI::IsMember({"tls1.2", "tls1.3"}));
+    cmd->add_option("--proxy-protocol", o->proxy_protocol,
+                    "Send the upstream a PROXY protocol header with the client's address (tcp and tls tunnels)")
+        ->check(CLI::IsMember({"v1", "v2"}));
     cmd->add_option("--name", o->name, "Tunnel name (a DNS label; private tunnels are dialed by it)");
     cmd->add_option("--label", o->labels, "Label KEY=VALUE (repeatable)");
     cmd->add_option("--reconnect-max-delay", o->reconnect_max,

@@ -79,3 +79,32 @@ TEST_CASE("expire drops only reservations that ended") {
     CHECK(r.expire(now + 10s) == 1);
     CHECK(r.reserved_for("b", now + 10s));
 }
+
+TEST_CASE("hostnames and ports of published tunnels are unique and reserved like names") {
+    registry r;
+    auto now = clock::now();
+    auto web = entry("t1", "", 1, "cred-a");
+    web.hostname = "API.t.localhost";
+    REQUIRE_FALSE(r.add(web, now));
+    CHECK(r.find_by_hostname("api.T.localhost")->id == "t1");
+    auto again = entry("t2", "", 2, "cred-b");
+    again.hostname = "api.t.localhost";
+    auto conflict = r.add(again, now);
+    REQUIRE(conflict);
+    CHECK(conflict->message.find("hostname 'api.t.localhost' is already used") != std::string::npos);
+
+    auto tcp = entry("t3", "", 1, "cred-a");
+    tcp.port = 20001;
+    REQUIRE_FALSE(r.add(tcp, now));
+    CHECK_FALSE(r.port_free(20001, "cred-a", now));
+    r.remove("t3", now, 30s);
+    CHECK(r.port_reserved_for(20001, now) == "cred-a");
+    CHECK_FALSE(r.port_free(20001, "cred-b", now));
+    CHECK(r.port_free(20001, "cred-a", now));
+    CHECK(r.port_free(20001, "cred-b", now + 31s));
+
+    r.remove("t1", now, 30s);
+    CHECK_FALSE(r.hostname_free("api.t.localhost", "cred-b", now));
+    CHECK(r.hostname_free("api.t.localhost", "cred-a", now));
+    CHECK(r.find_by_hostname("api.t.localhost") == nullptr);
+}

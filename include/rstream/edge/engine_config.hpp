@@ -58,6 +58,9 @@ struct engine_config {
     std::size_t max_tunnels_per_channel = 1000;
     /// `limits.pending_streams`: inbound streams waiting for an agent, engine-wide.
     std::size_t max_pending_streams = 10000;
+    /// `publish.tcp_port_min` / `publish.tcp_port_max`: ports given to published tcp tunnels.
+    std::size_t tcp_port_min = 20000;
+    std::size_t tcp_port_max = 29999;
     /// `log.format`: `text` or `json`.
     std::string log_format = "text";
     /// `log.level`: `trace`, `debug`, `info`, `warn`, `error` or `off`.

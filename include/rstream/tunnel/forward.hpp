@@ -3,6 +3,7 @@
 
 #include <rstream/config.hpp>
 #include <rstream/tunnel/client.hpp>
+#include <rstream/tunnel/proxy_protocol.hpp>
 
 #include <boost/asio/awaitable.hpp>
 
@@ -34,10 +35,18 @@ struct forward_event {
     std::string error;            // with target_unreachable
 };
 
+/// How streams are handed to the target.
+struct forward_settings {
+    /// Send a PROXY protocol header with the client's address first (published tcp and tls
+    /// tunnels; the engine does not tell the client's port, so it is 0).
+    proxy_protocol proxy = proxy_protocol::none;
+};
+
 /// Accepts streams from `t` until it ends and relays each to `target` (half-close carried
 /// both ways). A target that cannot be reached closes that stream only. Returns when the
 /// tunnel ends (throws its error_with_message).
 RSTREAM_DECL boost::asio::awaitable<void> async_forward(tunnel t, forward_target target,
-                                                        std::function<void(const forward_event&)> on_event);
+                                                        std::function<void(const forward_event&)> on_event,
+                                                        forward_settings settings = {});
 
 } // namespace rstream

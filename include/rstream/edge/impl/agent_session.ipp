@@ -11,6 +11,8 @@
 
 #include <google/protobuf/util/time_util.h>
 
+#include <random>
+
 namespace rstream::edge {
 
 namespace {
@@ -87,8 +89,10 @@ asio::awaitable<void> agent_session::run(protocol::OpenControlChannelReq req) {
     auto now = clock::now();
     auto grace = orderly_close ? clock::duration::zero()
                                : std::chrono::duration_cast<clock::duration>(eng->cfg.name_grace);
-    for (const auto& tid : eng->tunnels.tunnels_of(id))
+    for (const auto& tid : eng->tunnels.tunnels_of(id)) {
         eng->tunnels.remove(tid, now, grace);
+        eng->tunnel_removed(tid);
+    }
     log::info("control channel closed", {{"client", client_id}, {"reason", reason}});
     eng->session_ended(id);
 }
@@ -202,19 +206,63 @@ void agent_session::on_open_tunnel(const protocol::OpenTunnelReq& req) {
     e.credential = who.credential;
     stored.mutable_id()->set_value(e.id);
     *stored.mutable_creation_date() = google::protobuf::util::TimeUtil::GetCurrentTime();
-    e.properties = stored;
     eng->tunnels.expire(clock::now());
-    if (auto conflict = eng->tunnels.add(std::move(e), clock::now()))
+    if (stored.has_publish() && stored.publish().value()) {
+        if (auto problem = assign_public_address(e, stored))
+            return refuse(problem->first, problem->second);
+    }
+    e.properties = stored;
+    if (auto conflict = eng->tunnels.add(std::move(e), clock::now())) {
+        eng->tunnel_removed(stored.id().value());
         return refuse(error::invalid_request, conflict->message);
+    }
     *r->mutable_tunnel_properties() = stored;
     send(rsp);
     log::info("tunnel created", {{"client", client_id}, {"id", stored.id().value()}, {"name", name}});
+}
+
+std::optional<std::pair<error, std::string>> agent_session::assign_public_address(tunnel_entry& e,
+                                                                                 protocol::TunnelProperties& stored) {
+    const std::string protocol = stored.has_protocol() ? stored.protocol().value() : "";
+    auto now = clock::now();
+    if (protocol == "tcp") {
+        std::string why;
+        auto wanted = stored.has_port() ? static_cast<std::uint16_t>(stored.port().value()) : std::uint16_t(0);
+        auto port = eng->open_tcp_listener(e.id, wanted, who.credential, why);
+        if (port == 0)
+            return std::pair{wanted ? error::invalid_request : error::capacity_exhausted, why};
+        e.port = port;
+        stored.mutable_port()->set_value(port);
+        stored.mutable_hostname()->set_value(eng->cfg.host);
+        return std::nullopt;
+    }
+    // http and tls: a hostname under .t.<engine host>, requested or random.
+    std::string hostname = stored.has_hostname() ? stored.hostname().value() : "";
+    if (hostname.empty()) {
+        static constexpr char alphabet[] = "abcdefghijklmnopqrstuvwxyz0123456789";
+        std::random_device rd;
+        for (int attempt = 0; attempt < 20 && hostname.empty(); ++attempt) {
+            std::string label;
+            for (int i = 0; i < 10; ++i)
+                label += alphabet[rd() % (sizeof alphabet - 1)];
+            auto candidate = label + ".t." + eng->cfg.host;
+            if (eng->tunnels.hostname_free(candidate, who.credential, now))
+                hostname = candidate;
+        }
+        if (hostname.empty())
+            return std::pair{error::capacity_exhausted, std::string("no free hostname could be drawn; retry")};
+    }
+    e.hostname = hostname;
+    stored.mutable_hostname()->set_value(hostname);
+    stored.mutable_port()->set_value(eng->acceptor->local_endpoint().port());
+    return std::nullopt;
 }
 
 void agent_session::on_close_tunnel(const protocol::CloseTunnelReq& req) {
     const auto* e = eng->tunnels.find_by_id(req.tunnel_id());
     if (e && e->session == id) {
         eng->tunnels.remove(req.tunnel_id(), clock::now());
+        eng->tunnel_removed(req.tunnel_id());
         log::info("tunnel closed", {{"client", client_id}, {"id", req.tunnel_id()}});
     }
     protocol::Message rsp;

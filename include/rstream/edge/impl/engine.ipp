@@ -62,6 +62,42 @@ std::string openssl_error() {
     return buf;
 }
 
+// Published endpoints choose their ALPN per connection: the server's list (in preference
+// order) is stored with the connection, see published_alpn.
+int select_published_alpn(SSL* ssl, const unsigned char** out, unsigned char* outlen, const unsigned char* in,
+                          unsigned int inlen, void*) {
+    auto* prefs = static_cast<const std::vector<std::string>*>(SSL_get_app_data(ssl));
+    if (!prefs || prefs->empty())
+        return SSL_TLSEXT_ERR_NOACK;
+    for (const auto& want : *prefs) {
+        for (unsigned i = 0; i < inlen;) {
+            unsigned len = in[i];
+            if (i + 1 + len > inlen)
+                break;
+            if (len == want.size() && std::memcmp(in + i + 1, want.data(), len) == 0) {
+                *out = in + i + 1;
+                *outlen = static_cast<unsigned char>(len);
+                return SSL_TLSEXT_ERR_OK;
+            }
+            i += 1 + len;
+        }
+    }
+    return SSL_TLSEXT_ERR_ALERT_FATAL;
+}
+
+std::shared_ptr<SSL_CTX> make_published_context(const engine_credentials& creds) {
+    std::shared_ptr<SSL_CTX> ctx(SSL_CTX_new(TLS_server_method()), SSL_CTX_free);
+    SSL_CTX_set_min_proto_version(ctx.get(), TLS1_2_VERSION);
+    SSL_CTX_set_num_tickets(ctx.get(), 0);
+    SSL_CTX_set_mode(ctx.get(), SSL_MODE_RELEASE_BUFFERS);
+    if (SSL_CTX_use_certificate_chain_file(ctx.get(), creds.cert_file.c_str()) != 1 ||
+        SSL_CTX_use_PrivateKey_file(ctx.get(), creds.key_file.c_str(), SSL_FILETYPE_PEM) != 1)
+        throw_error(error::invalid_configuration, "cannot load the engine certificate '" + creds.cert_file +
+                                                      "' for published tunnels: " + openssl_error());
+    SSL_CTX_set_alpn_select_cb(ctx.get(), select_published_alpn, nullptr);
+    return ctx;
+}
+
 std::shared_ptr<SSL_CTX> make_agent_context(const engine_credentials& creds) {
     std::shared_ptr<SSL_CTX> ctx(SSL_CTX_new(TLS_server_method()), SSL_CTX_free);
     SSL_CTX_set_min_proto_version(ctx.get(), TLS1_3_VERSION);
@@ -123,6 +159,7 @@ engine::~engine() {
 void engine::start() {
     auto& s = *state_;
     s.agent_ctx = make_agent_context(s.creds);
+    s.published_ctx = make_published_context(s.creds);
     auto addr = parse_listen_address(s.cfg.listen_addr);
     if (!addr)
         throw_error(error::invalid_configuration, "tls.listen_addr: cannot parse '" + s.cfg.listen_addr + "'");
@@ -169,6 +206,10 @@ asio::awaitable<void> engine::async_shutdown() {
         boost::system::error_code ignored;
         s->acceptor->close(ignored);
     }
+    for (auto& [id, listener] : s->tcp_listeners) {
+        boost::system::error_code ignored;
+        listener->close(ignored);
+    }
     for (auto& [id, session] : s->sessions)
         session->close_with_message("engine shutting down: reconnect later");
     for (auto& [id, p] : s->pending) {
@@ -192,10 +233,8 @@ asio::awaitable<void> engine::async_shutdown() {
             co_await with_timeout(s->relays_gone.async_wait(), grace, error::service_unavailable, "");
         } catch (const std::exception&) {
         }
-        for (auto& [id, r] : s->relays) {
-            r.first->close();
-            r.second->close();
-        }
+        for (auto& [id, close] : s->relays)
+            close();
     }
     log::info("engine stopped");
 }
@@ -221,14 +260,18 @@ asio::awaitable<void> engine::state::accept_loop() {
     }
 }
 
-namespace {
+namespace detail {
 
-/// Reads until a whole ClientHello is there, then routes and (for agents) handshakes and
-/// reads the first frame. Bounded by the caller's deadline.
-asio::awaitable<std::optional<accepted>> accept_phase(engine::state& s, asio::ip::tcp::socket& socket,
-                                                      const std::string& peer) {
-    std::vector<std::uint8_t> hello;
-    hello.reserve(1024);
+/// The ClientHello bytes read so far (fed to OpenSSL afterwards) and what they say.
+struct peeked_hello {
+    std::vector<std::uint8_t> bytes;
+    client_hello_info info;
+};
+
+/// Reads until a whole ClientHello is there. nullopt (logged) when it is not TLS.
+inline asio::awaitable<std::optional<peeked_hello>> read_hello(asio::ip::tcp::socket& socket, const std::string& peer) {
+    peeked_hello hello;
+    hello.bytes.reserve(1024);
     hello_result parsed;
     for (;;) {
         std::uint8_t chunk[4096];
@@ -237,11 +280,10 @@ asio::awaitable<std::optional<accepted>> accept_phase(engine::state& s, asio::ip
             co_await socket.async_read_some(asio::buffer(chunk), asio::redirect_error(asio::use_awaitable, ec));
         if (ec)
             co_return std::nullopt;
-        hello.insert(hello.end(), chunk, chunk + n);
-        parsed = parse_client_hello(hello);
-        if (parsed.status == hello_status::need_more)
-            continue;
-        break;
+        hello.bytes.insert(hello.bytes.end(), chunk, chunk + n);
+        parsed = parse_client_hello(hello.bytes);
+        if (parsed.status != hello_status::need_more)
+            break;
     }
     if (parsed.status != hello_status::complete) {
         log::info("connection refused: not a TLS ClientHello",
@@ -250,17 +292,15 @@ asio::awaitable<std::optional<accepted>> accept_phase(engine::state& s, asio::ip
                                                                                          : "malformed ClientHello"}});
         co_return std::nullopt;
     }
-    const auto& sni = parsed.info.server_name;
-    bool engine_name = sni.empty() || sni == s.cfg.host;
-    bool wants_agent = std::find(parsed.info.alpn.begin(), parsed.info.alpn.end(), transport::agent_alpn) !=
-                       parsed.info.alpn.end();
-    if (!engine_name || !wants_agent) {
-        // Published tunnels and the engine's HTTP API are not served by this engine yet.
-        log::info("connection refused: no route",
-                  {{"peer", peer}, {"sni", sni}, {"alpn", parsed.info.alpn.empty() ? "" : parsed.info.alpn.front()}});
-        co_return std::nullopt;
-    }
-    transport::tls_stream conn(std::move(socket), s.agent_ctx.get(), transport::tls_role::server);
+    hello.info = std::move(parsed.info);
+    co_return hello;
+}
+
+/// Agent connections: TLS handshake (ALPN rstrm/1) and the first frame.
+inline asio::awaitable<std::optional<accepted>> agent_handshake(std::shared_ptr<SSL_CTX> ctx,
+                                                                asio::ip::tcp::socket& socket,
+                                                                std::vector<std::uint8_t> hello) {
+    transport::tls_stream conn(std::move(socket), ctx.get(), transport::tls_role::server);
     conn.prefeed(hello);
     co_await conn.async_handshake();
     protocol::Message first;
@@ -268,17 +308,40 @@ asio::awaitable<std::optional<accepted>> accept_phase(engine::state& s, asio::ip
     co_return accepted{std::move(conn), std::move(first)};
 }
 
-} // namespace
+} // namespace detail
 
 asio::awaitable<void> engine::state::handle_connection(asio::ip::tcp::socket socket) {
     auto self = shared_from_this();
+    auto deadline = clock::now() + cfg.handshake_timeout;
     boost::system::error_code ec;
     auto remote = socket.remote_endpoint(ec);
     asio::ip::address peer = ec ? asio::ip::address() : remote.address();
     socket.set_option(asio::ip::tcp::no_delay(true), ec);
     std::optional<accepted> a;
     try {
-        a = co_await with_timeout(accept_phase(*this, socket, peer_text(peer)), cfg.handshake_timeout,
+        auto hello = co_await with_timeout(detail::read_hello(socket, peer_text(peer)), cfg.handshake_timeout,
+                                           error::handshake_timeout, "");
+        if (!hello)
+            co_return;
+        const auto& sni = hello->info.server_name;
+        const std::string tunnel_suffix = ".t." + cfg.host;
+        if (sni.size() > tunnel_suffix.size() && sni.ends_with(tunnel_suffix)) {
+            co_await handle_published(std::move(socket), std::move(hello->bytes), sni, hello->info.alpn, peer,
+                                      deadline);
+            co_return;
+        }
+        bool engine_name = sni.empty() || sni == cfg.host;
+        bool wants_agent = std::find(hello->info.alpn.begin(), hello->info.alpn.end(), transport::agent_alpn) !=
+                           hello->info.alpn.end();
+        if (!engine_name || !wants_agent) {
+            // The engine's own HTTP API is not served yet; unknown names get nothing.
+            log::info("connection refused: no route", {{"peer", peer_text(peer)},
+                                                       {"sni", sni},
+                                                       {"alpn", hello->info.alpn.empty() ? "" : hello->info.alpn.front()}});
+            co_return;
+        }
+        auto left = std::max<clock::duration>(deadline - clock::now(), clock::duration::zero());
+        a = co_await with_timeout(detail::agent_handshake(agent_ctx, socket, std::move(hello->bytes)), left,
                                   error::handshake_timeout, "");
     } catch (const error_with_message& e) {
         log::info("connection closed before its first frame",
@@ -465,38 +528,18 @@ asio::awaitable<void> engine::state::handle_stream_req(transport::tls_stream con
         co_await detail::refuse_dial(conn, zero_rtt, peer, target, error::tunnel_not_found, "tunnel '" + target + "' not found");
         co_return;
     }
-    auto owner = sessions.find(entry->session);
-    if (owner == sessions.end()) {
-        co_await detail::refuse_dial(conn, zero_rtt, peer, target, error::tunnel_not_found, "tunnel '" + target + "' is offline");
-        co_return;
-    }
-    if (pending.size() >= cfg.max_pending_streams || stopping) {
-        co_await detail::refuse_dial(conn, zero_rtt, peer, target, error::capacity_exhausted, "too many streams being opened; retry later");
-        co_return;
-    }
-    auto p = std::make_shared<pending_stream>(ex);
-    std::string stream_id = random_hex(16);
-    p->secret = random_hex(32);
-    p->tunnel_id = entry->id;
-    p->session = entry->session;
-    pending[stream_id] = p;
-    protocol::Message ask;
-    auto* pc = ask.mutable_proxy_conn_req();
-    pc->set_tunnel_id(entry->id);
-    pc->set_stream_id(stream_id);
-    pc->mutable_secret()->set_value(p->secret);
-    framing::to_protocol(peer.is_unspecified() ? asio::ip::address(asio::ip::address_v4::loopback()) : peer,
-                         *pc->mutable_source_ip());
-    owner->second->send(ask);
+    std::optional<transport::tls_stream> agent;
+    error refusal = error::service_unavailable;
+    std::string stream_id;
     try {
-        co_await with_timeout(p->ready.async_wait(), cfg.stream_connect_timeout, error::service_unavailable, "");
-    } catch (const std::exception&) {
-        if (p->why.empty())
-            p->why = "the agent did not open the stream in time";
+        agent.emplace(co_await open_agent_stream(entry->id, peer, &stream_id));
+    } catch (const error_with_message& e) {
+        refusal = e.code().category() == rstream_category() ? static_cast<error>(e.code().value())
+                                                             : error::service_unavailable;
+        why = e.what();
     }
-    pending.erase(stream_id);
-    if (!p->agent_side) {
-        co_await detail::refuse_dial(conn, zero_rtt, peer, target, error::service_unavailable, "tunnel '" + target + "': " + p->why);
+    if (!agent) {
+        co_await detail::refuse_dial(conn, zero_rtt, peer, target, refusal, "tunnel '" + target + "': " + why);
         co_return;
     }
     if (!zero_rtt) {
@@ -508,15 +551,61 @@ asio::awaitable<void> engine::state::handle_stream_req(transport::tls_stream con
             co_return;
         }
     }
-    auto relay_id = next_id++;
-    relays[relay_id] = {&conn, &*p->agent_side};
-    log::info("stream opened", {{"stream", stream_id}, {"tunnel", target}, {"peer", peer_text(peer)}});
-    auto moved = co_await relay(conn, *p->agent_side);
-    relays.erase(relay_id);
+    co_await splice(conn, *agent, "dial", target);
+}
+
+asio::awaitable<transport::tls_stream> engine::state::open_agent_stream(std::string tunnel_id,
+                                                                         asio::ip::address source,
+                                                                         std::string* stream_id_out) {
+    auto self = shared_from_this();
+    const tunnel_entry* entry = tunnels.find_by_id(tunnel_id);
+    auto owner = entry ? sessions.find(entry->session) : sessions.end();
+    if (!entry || owner == sessions.end())
+        throw_error(error::tunnel_not_found, "the tunnel is offline: no agent is connected");
+    if (pending.size() >= cfg.max_pending_streams || stopping)
+        throw_error(error::capacity_exhausted, "too many streams being opened; retry later");
+    auto p = std::make_shared<pending_stream>(ex);
+    std::string stream_id = random_hex(16);
+    p->secret = random_hex(32);
+    p->tunnel_id = tunnel_id;
+    p->session = entry->session;
+    pending[stream_id] = p;
+    if (stream_id_out)
+        *stream_id_out = stream_id;
+    protocol::Message ask;
+    auto* pc = ask.mutable_proxy_conn_req();
+    pc->set_tunnel_id(tunnel_id);
+    pc->set_stream_id(stream_id);
+    pc->mutable_secret()->set_value(p->secret);
+    framing::to_protocol(source.is_unspecified() ? asio::ip::address(asio::ip::address_v4::loopback()) : source,
+                         *pc->mutable_source_ip());
+    owner->second->send(ask);
+    try {
+        co_await with_timeout(p->ready.async_wait(), cfg.stream_connect_timeout, error::service_unavailable, "");
+    } catch (const std::exception&) {
+        if (p->why.empty())
+            p->why = "the agent did not open the stream in time";
+    }
+    pending.erase(stream_id);
+    if (!p->agent_side)
+        throw_error(error::service_unavailable, p->why.empty() ? std::string("the agent went away") : p->why);
+    co_return std::move(*p->agent_side);
+}
+
+template <class A, class B>
+asio::awaitable<void> engine::state::splice(A& a, B& b, const std::string& what, const std::string& tunnel) {
+    auto self = shared_from_this();
+    auto id = next_id++;
+    relays[id] = [&a, &b] {
+        rstream::detail::close_stream(a);
+        rstream::detail::close_stream(b);
+    };
+    auto moved = co_await relay(a, b);
+    relays.erase(id);
     if (relays.empty())
         relays_gone.set();
-    log::info("stream closed", {{"stream", stream_id},
-                                {"tunnel", target},
+    log::info("stream closed", {{"kind", what},
+                                {"tunnel", tunnel},
                                 {"bytes_in", std::to_string(moved.a_to_b)},
                                 {"bytes_out", std::to_string(moved.b_to_a)}});
 }

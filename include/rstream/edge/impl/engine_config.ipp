@@ -50,6 +50,8 @@ inline const setting settings[] = {
     {"timeouts.shutdown_grace", &engine_config::shutdown_grace},
     {"limits.tunnels_per_channel", &engine_config::max_tunnels_per_channel},
     {"limits.pending_streams", &engine_config::max_pending_streams},
+    {"publish.tcp_port_min", &engine_config::tcp_port_min},
+    {"publish.tcp_port_max", &engine_config::tcp_port_max},
     {"log.format", &engine_config::log_format},
     {"log.level", &engine_config::log_level},
 };
@@ -278,6 +280,10 @@ public:
             fail(origin(given), given,
                  "set without " + std::string(missing) + "; set both, or neither to use the generated certificate");
         }
+        if (c.tcp_port_min < 1 || c.tcp_port_max > 65535 || c.tcp_port_min > c.tcp_port_max)
+            fail(origin("publish.tcp_port_min"), "publish.tcp_port_min",
+                 "the tcp port range " + std::to_string(c.tcp_port_min) + "-" + std::to_string(c.tcp_port_max) +
+                     " is not within 1-65535 with min <= max");
         if (!c.jwt_secret.empty() && !c.jwt_secret_file.empty())
             fail(origin("auth.jwt.secret"), "auth.jwt.secret", "set together with auth.jwt.secret_file; keep one");
         if (c.log_format != "text" && c.log_format != "json")

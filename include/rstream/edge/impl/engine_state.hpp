@@ -44,12 +44,14 @@ struct engine::state : std::enable_shared_from_this<engine::state> {
     engine_credentials creds;
     edge_features features;
     std::shared_ptr<SSL_CTX> agent_ctx;
+    std::shared_ptr<SSL_CTX> published_ctx;  // edge-terminated published endpoints (TLS 1.2+)
     std::optional<asio::ip::tcp::acceptor> acceptor;
     registry tunnels;
     std::uint64_t next_id = 1;
     std::map<std::uint64_t, std::shared_ptr<agent_session>> sessions;
     std::map<std::string, std::shared_ptr<pending_stream>> pending;  // by stream id
-    std::map<std::uint64_t, std::pair<transport::tls_stream*, transport::tls_stream*>> relays;
+    std::map<std::uint64_t, std::function<void()>> relays;  // closers of the spliced streams
+    std::map<std::string, std::shared_ptr<asio::ip::tcp::acceptor>> tcp_listeners;  // by tunnel id
     bool stopping = false;
     event sessions_gone;
     event relays_gone;
@@ -63,6 +65,26 @@ struct engine::state : std::enable_shared_from_this<engine::state> {
     asio::awaitable<void> handle_stream_req(transport::tls_stream conn, protocol::StreamReq req,
                                             asio::ip::address peer);
     /// Checks credentials (token or client certificate) and the protocol version.
+    /// Asks the agent holding `tunnel_id` for a new stream (ProxyConnReq) and waits for its
+    /// connection. Throws error_with_message: offline, agent refused, timed out, capacity.
+    asio::awaitable<transport::tls_stream> open_agent_stream(std::string tunnel_id, asio::ip::address source,
+                                                             std::string* stream_id = nullptr);
+    /// Splices two streams, registered so a shutdown can drain or close them.
+    template <class A, class B>
+    asio::awaitable<void> splice(A& a, B& b, const std::string& what, const std::string& tunnel);
+
+    // Published endpoints (impl/published.ipp).
+    asio::awaitable<void> handle_published(asio::ip::tcp::socket socket, std::vector<std::uint8_t> hello,
+                                           std::string hostname, std::vector<std::string> alpn,
+                                           asio::ip::address peer, clock::time_point deadline);
+    /// Gives a published tcp tunnel its port (the requested one when free) and starts
+    /// accepting on it. Returns 0 and sets `why` when none is available.
+    std::uint16_t open_tcp_listener(const std::string& tunnel_id, std::uint16_t wanted, const std::string& credential,
+                                    std::string& why);
+    asio::awaitable<void> tcp_accept_loop(std::string tunnel_id, std::shared_ptr<asio::ip::tcp::acceptor> acceptor);
+    /// A tunnel left the registry: stop what serves it.
+    void tunnel_removed(const std::string& tunnel_id);
+
     boost::system::error_code authenticate(const protocol::ClientDetails& details, transport::tls_stream& conn,
                                            identity& who, std::string& why);
     void session_ended(std::uint64_t id);
@@ -104,6 +126,9 @@ private:
     void on_open_tunnel(const protocol::OpenTunnelReq& req);
     void on_close_tunnel(const protocol::CloseTunnelReq& req);
     void on_proxy_conn_rsp(const protocol::ProxyConnRsp& rsp);
+    /// Published tunnels: the hostname (http, tls) or port (tcp) clients reach it at.
+    std::optional<std::pair<error, std::string>> assign_public_address(tunnel_entry& e,
+                                                                       protocol::TunnelProperties& stored);
 };
 
 } // namespace rstream::edge

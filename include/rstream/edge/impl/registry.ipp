@@ -13,26 +13,60 @@ std::string lowercase(std::string_view s) {
     return out;
 }
 
+std::vector<std::string> registry::keys_of(const tunnel_entry& e) {
+    std::vector<std::string> keys;
+    if (!e.name.empty())
+        keys.push_back("name:" + e.name);
+    if (!e.hostname.empty())
+        keys.push_back("host:" + e.hostname);
+    if (e.port != 0)
+        keys.push_back("port:" + std::to_string(e.port));
+    return keys;
+}
+
+bool registry::key_free(const std::string& key, const std::string& credential, clock::time_point now) const {
+    if (id_by_key_.count(key))
+        return false;
+    auto r = reserved_.find(key);
+    return r == reserved_.end() || r->second.until <= now || r->second.credential == credential;
+}
+
+namespace {
+std::string describe_key(const std::string& key) {
+    auto colon = key.find(':');
+    auto kind = key.substr(0, colon);
+    auto value = key.substr(colon + 1);
+    if (kind == "name")
+        return "tunnel name '" + value + "'";
+    if (kind == "host")
+        return "hostname '" + value + "'";
+    return "port " + value;
+}
+} // namespace
+
 std::optional<name_conflict> registry::add(tunnel_entry entry, clock::time_point now) {
     entry.name = lowercase(entry.name);
-    if (!entry.name.empty()) {
-        if (auto it = id_by_name_.find(entry.name); it != id_by_name_.end()) {
+    entry.hostname = lowercase(entry.hostname);
+    auto keys = keys_of(entry);
+    for (const auto& key : keys) {
+        if (auto it = id_by_key_.find(key); it != id_by_key_.end()) {
             const auto& holder = by_id_.at(it->second);
-            return name_conflict{"tunnel name '" + entry.name + "' is already used by " +
+            return name_conflict{describe_key(key) + " is already used by " +
                                  (holder.session == entry.session ? std::string("another tunnel of this agent")
                                                                   : std::string("another agent")) +
-                                 "; choose another name or close that tunnel"};
+                                 "; choose another or close that tunnel"};
         }
-        if (auto r = reserved_.find(entry.name); r != reserved_.end()) {
-            if (r->second.until > now && r->second.credential != entry.credential) {
-                auto left = std::chrono::duration_cast<std::chrono::seconds>(r->second.until - now).count() + 1;
-                return name_conflict{"tunnel name '" + entry.name +
-                                     "' is reserved for the agent that held it until it reconnects (free in " +
-                                     std::to_string(left) + " s)"};
-            }
-            reserved_.erase(r);
+        if (auto r = reserved_.find(key); r != reserved_.end() && r->second.until > now &&
+                                          r->second.credential != entry.credential) {
+            auto left = std::chrono::duration_cast<std::chrono::seconds>(r->second.until - now).count() + 1;
+            return name_conflict{describe_key(key) +
+                                 " is reserved for the agent that held it, in case it reconnects (free in " +
+                                 std::to_string(left) + " s)"};
         }
-        id_by_name_[entry.name] = entry.id;
+    }
+    for (const auto& key : keys) {
+        reserved_.erase(key);
+        id_by_key_[key] = entry.id;
     }
     auto id = entry.id;
     by_id_.emplace(std::move(id), std::move(entry));
@@ -46,10 +80,10 @@ std::optional<tunnel_entry> registry::remove(const std::string& id, clock::time_
         return std::nullopt;
     tunnel_entry e = std::move(it->second);
     by_id_.erase(it);
-    if (!e.name.empty()) {
-        id_by_name_.erase(e.name);
+    for (const auto& key : keys_of(e)) {
+        id_by_key_.erase(key);
         if (reserve_for > clock::duration::zero())
-            reserved_[e.name] = reservation{e.credential, now + reserve_for};
+            reserved_[key] = reservation{e.credential, now + reserve_for};
     }
     return e;
 }
@@ -62,8 +96,21 @@ const tunnel_entry* registry::find_by_id(const std::string& id) const {
 const tunnel_entry* registry::find(const std::string& id_or_name) const {
     if (auto* e = find_by_id(id_or_name))
         return e;
-    auto it = id_by_name_.find(lowercase(id_or_name));
-    return it == id_by_name_.end() ? nullptr : find_by_id(it->second);
+    auto it = id_by_key_.find("name:" + lowercase(id_or_name));
+    return it == id_by_key_.end() ? nullptr : find_by_id(it->second);
+}
+
+const tunnel_entry* registry::find_by_hostname(const std::string& hostname) const {
+    auto it = id_by_key_.find("host:" + lowercase(hostname));
+    return it == id_by_key_.end() ? nullptr : find_by_id(it->second);
+}
+
+bool registry::hostname_free(const std::string& hostname, const std::string& credential, clock::time_point now) const {
+    return key_free("host:" + lowercase(hostname), credential, now);
+}
+
+bool registry::port_free(std::uint16_t port, const std::string& credential, clock::time_point now) const {
+    return key_free("port:" + std::to_string(port), credential, now);
 }
 
 std::vector<std::string> registry::tunnels_of(std::uint64_t session) const {
@@ -78,8 +125,15 @@ std::size_t registry::expire(clock::time_point now) {
     return std::erase_if(reserved_, [&](const auto& kv) { return kv.second.until <= now; });
 }
 
+std::optional<std::string> registry::port_reserved_for(std::uint16_t port, clock::time_point now) const {
+    auto it = reserved_.find("port:" + std::to_string(port));
+    if (it == reserved_.end() || it->second.until <= now)
+        return std::nullopt;
+    return it->second.credential;
+}
+
 std::optional<std::string> registry::reserved_for(const std::string& name, clock::time_point now) const {
-    auto it = reserved_.find(lowercase(name));
+    auto it = reserved_.find("name:" + lowercase(name));
     if (it == reserved_.end() || it->second.until <= now)
         return std::nullopt;
     return it->second.credential;

@@ -290,7 +290,10 @@ asio::awaitable<void> control_channel::impl::recreate_tunnels() {
             continue;
         auto props = t->requested;
         props.name = t->stored.name;
-        if (t->stored.publish && !t->stored.hostname.empty())
+        // Published tunnels come back at the same address: hostname, or port for tcp.
+        if (t->stored.publish && t->stored.protocol == "tcp")
+            props.port = t->stored.port;
+        else if (t->stored.publish && !t->stored.hostname.empty())
             props.hostname = t->stored.hostname;
         // The engine keeps a lost channel's names for its credential, but may not have seen
         // the loss yet (a half-open path): retry for a while before giving up.

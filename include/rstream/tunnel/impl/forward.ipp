@@ -38,7 +38,8 @@ std::string to_string(const forward_target& t) {
 namespace detail {
 
 inline asio::awaitable<void> forward_one(stream s, forward_target target,
-                                         std::function<void(const forward_event&)> on_event) {
+                                         std::function<void(const forward_event&)> on_event,
+                                         forward_settings settings) {
     auto started = std::chrono::steady_clock::now();
     forward_event ev{forward_event::kind::opened, s.stream_id(),
                      s.source_ip().is_unspecified() ? std::string() : s.source_ip().to_string()};
@@ -59,6 +60,13 @@ inline asio::awaitable<void> forward_one(stream s, forward_target target,
         co_return;
     }
     upstream.set_option(asio::ip::tcp::no_delay(true), ec);
+    if (settings.proxy != proxy_protocol::none) {
+        auto local = upstream.remote_endpoint(ec);
+        auto source = s.source_ip().is_unspecified() ? asio::ip::address(asio::ip::address_v4::loopback())
+                                                     : s.source_ip();
+        auto header = proxy_protocol_header(settings.proxy, source, 0, local.address(), local.port());
+        co_await asio::async_write(upstream, asio::buffer(header), asio::redirect_error(asio::use_awaitable, ec));
+    }
     if (on_event)
         on_event(ev);
     auto r = co_await relay(s, upstream);
@@ -73,11 +81,11 @@ inline asio::awaitable<void> forward_one(stream s, forward_target target,
 } // namespace detail
 
 asio::awaitable<void> async_forward(tunnel t, forward_target target,
-                                    std::function<void(const forward_event&)> on_event) {
+                                    std::function<void(const forward_event&)> on_event, forward_settings settings) {
     auto ex = co_await asio::this_coro::executor;
     for (;;) {
         stream s = co_await t.async_accept();
-        asio::co_spawn(ex, detail::forward_one(std::move(s), target, on_event), asio::detached);
+        asio::co_spawn(ex, detail::forward_one(std::move(s), target, on_event, settings), asio::detached);
     }
 }
 
