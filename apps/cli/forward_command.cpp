@@ -1,6 +1,7 @@
 #include "forward_command.hpp"
 
 #include "../common/limits.hpp"
+#include "forward_output.hpp"
 
 #include <rstream/core/duration.hpp>
 #include <rstream/rstream.hpp>
@@ -11,7 +12,6 @@
 #include <boost/asio/signal_set.hpp>
 
 #include <CLI/CLI.hpp>
-#include <nlohmann/json.hpp>
 
 #include <chrono>
 #include <csignal>
@@ -19,10 +19,11 @@
 #include <ctime>
 #include <memory>
 
+#include <unistd.h>
+
 namespace {
 
 namespace asio = boost::asio;
-using json = nlohmann::json;
 
 struct forward_options {
     std::string target;
@@ -32,129 +33,8 @@ struct forward_options {
     std::vector<std::string> tls_alpns;
     std::string name;
     std::vector<std::string> labels;
-    std::string output = "text";
+    std::string output = "auto";
     std::string reconnect_max = "5s";
-};
-
-std::string clock_text() {
-    auto t = std::time(nullptr);
-    std::tm tm{};
-    localtime_r(&t, &tm);
-    char buf[16];
-    std::strftime(buf, sizeof buf, "%H:%M:%S", &tm);
-    return buf;
-}
-
-std::string iso_now() {
-    auto t = std::time(nullptr);
-    std::tm tm{};
-    gmtime_r(&t, &tm);
-    char buf[32];
-    std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-    return buf;
-}
-
-std::string human_bytes(std::uint64_t n) {
-    char buf[32];
-    if (n < 1024)
-        std::snprintf(buf, sizeof buf, "%llu B", static_cast<unsigned long long>(n));
-    else if (n < 1024 * 1024)
-        std::snprintf(buf, sizeof buf, "%.1f KiB", n / 1024.0);
-    else if (n < 1024ull * 1024 * 1024)
-        std::snprintf(buf, sizeof buf, "%.1f MiB", n / (1024.0 * 1024));
-    else
-        std::snprintf(buf, sizeof buf, "%.2f GiB", n / (1024.0 * 1024 * 1024));
-    return buf;
-}
-
-/// Prints what happens, as text lines or one JSON object per event.
-class printer {
-public:
-    explicit printer(bool json_output) : json_(json_output) {}
-
-    void emit(const std::string& event, json fields, const std::string& text) {
-        if (json_) {
-            fields["event"] = event;
-            fields["time"] = iso_now();
-            std::printf("%s\n", fields.dump().c_str());
-        } else {
-            std::printf("%s\n", text.c_str());
-        }
-        std::fflush(stdout);
-    }
-
-    void online(const rstream::tunnel& t, const std::string& target, const std::string& engine, bool again) {
-        auto p = t.properties();
-        auto fwd = rstream::forwarding_address(p);
-        if (json_) {
-            emit("tunnel.online",
-                 {{"tunnel_id", p.id}, {"name", p.name}, {"forwarding", fwd}, {"target", target}, {"engine", engine},
-                  {"reconnected", again}},
-                 "");
-            return;
-        }
-        std::printf("%s\n", again ? "rstream forward: back online" : "rstream forward");
-        std::printf("  status       online\n");
-        std::printf("  tunnel id    %s\n", p.id.c_str());
-        std::printf("  forwarding   %s -> %s\n", fwd.c_str(), target.c_str());
-        std::printf("  engine       %s\n\n", engine.c_str());
-        std::fflush(stdout);
-    }
-
-    void stream_event(const rstream::forward_event& e) {
-        using k = rstream::forward_event::kind;
-        std::string id = e.stream_id.substr(0, 8);
-        switch (e.what) {
-        case k::opened:
-            emit("stream.opened", {{"stream_id", e.stream_id}, {"source_ip", e.source_ip}},
-                 clock_text() + "  stream " + id + "  from " + (e.source_ip.empty() ? "?" : e.source_ip) + "  opened");
-            break;
-        case k::closed:
-            emit("stream.closed",
-                 {{"stream_id", e.stream_id},
-                  {"source_ip", e.source_ip},
-                  {"bytes_in", e.bytes_in},
-                  {"bytes_out", e.bytes_out},
-                  {"duration_ms", e.duration.count()}},
-                 clock_text() + "  stream " + id + "  closed  in " + human_bytes(e.bytes_in) + "  out " +
-                     human_bytes(e.bytes_out) + "  " + std::to_string(e.duration.count()) + " ms");
-            break;
-        case k::target_unreachable:
-            emit("stream.error", {{"stream_id", e.stream_id}, {"source_ip", e.source_ip}, {"error", e.error}},
-                 clock_text() + "  stream " + id + "  closed: " + e.error + " (the tunnel stays up)");
-            break;
-        }
-    }
-
-    void status(const rstream::status_event& e) {
-        using s = rstream::channel_status;
-        switch (e.status) {
-        case s::disconnected:
-            emit("channel.disconnected", {{"message", e.message}}, clock_text() + "  " + e.message);
-            break;
-        case s::reconnecting:
-            emit("channel.reconnecting", {{"retry_in_ms", e.retry_in.count()}},
-                 clock_text() + "  reconnecting in " + std::to_string(e.retry_in.count()) + " ms");
-            break;
-        case s::tunnel_lost:
-            emit("tunnel.lost", {{"message", e.message}}, clock_text() + "  " + e.message);
-            break;
-        case s::server_message:
-            emit("engine.message", {{"message", e.message}}, clock_text() + "  engine: " + e.message);
-            break;
-        default:
-            break;
-        }
-    }
-
-    void error(const std::string& message) {
-        if (json_)
-            emit("error", {{"message", message}}, "");
-        std::fprintf(stderr, "rstream forward: error: %s\n", message.c_str());
-    }
-
-private:
-    bool json_;
 };
 
 rstream::tunnel_properties make_properties(const forward_options& o) {
@@ -184,7 +64,10 @@ rstream::tunnel_properties make_properties(const forward_options& o) {
 int run_forward(const forward_options& o, const rstream::apps::client_flags& flags) {
     std::signal(SIGPIPE, SIG_IGN);
     rstream::apps::raise_open_file_limit();
-    printer out(o.output == "json");
+    // A live view on a terminal, lines otherwise (or as asked with -o).
+    bool live = o.output == "auto" ? ::isatty(STDOUT_FILENO) == 1 : false;
+    auto out_ptr = live ? rstream::apps::make_live_view() : rstream::apps::make_line_output(o.output == "json");
+    auto& out = *out_ptr;
     rstream::transport::client_config config;
     rstream::forward_target target;
     rstream::tunnel_properties props;
@@ -223,7 +106,7 @@ int run_forward(const forward_options& o, const rstream::apps::client_flags& fla
         out.status(e);
         // The SDK re-created the tunnel after a reconnection: show the block again.
         if (e.status == rstream::channel_status::tunnel_restored && tunnel_ptr->has_value())
-            out.online(**tunnel_ptr, target_text, engine_text, true);
+            out.online((**tunnel_ptr).properties(), target_text, engine_text, true);
     };
 
     int code = 0;
@@ -234,7 +117,7 @@ int run_forward(const forward_options& o, const rstream::apps::client_flags& fla
         *channel_ptr = ctrl;
         auto t = co_await ctrl.async_create_tunnel(props);
         *tunnel_ptr = t;
-        out.online(t, target_text, engine_text, false);
+        out.online(t.properties(), target_text, engine_text, false);
         co_await rstream::async_forward(
             t, target, [&](const rstream::forward_event& e) { out.stream_event(e); }, settings);
     };
@@ -243,7 +126,7 @@ int run_forward(const forward_options& o, const rstream::apps::client_flags& fla
             try {
                 std::rethrow_exception(e);
             } catch (const std::exception& ex) {
-                out.error(ex.what());
+                out.error(rstream::describe(ex));
             }
             code = 1;
         }
@@ -263,6 +146,7 @@ int run_forward(const forward_options& o, const rstream::apps::client_flags& fla
         asio::co_spawn(ioc, (**channel_ptr).async_close(), [&](std::exception_ptr) { ioc.stop(); });
     });
     ioc.run();
+    out.finish();
     return code;
 }
 
@@ -299,8 +183,10 @@ CLI::App* add_forward_command(CLI::App& root, rstream::apps::client_flags& flags
     cmd->add_option("--reconnect-max-delay", o->reconnect_max,
                     "Longest wait between reconnection attempts (backoff from 100ms, doubling, full jitter)")
         ->capture_default_str();
-    cmd->add_option("-o,--output", o->output, "Output: text lines or one JSON object per event")
-        ->check(CLI::IsMember({"text", "json"}));
+    cmd->add_option("-o,--output", o->output,
+                    "Output: a live view on a terminal (auto), text lines, or one JSON object per event")
+        ->check(CLI::IsMember({"auto", "text", "json"}))
+        ->capture_default_str();
     cmd->callback([o, &flags, &exit_code] { exit_code = run_forward(*o, flags); });
     return cmd;
 }

@@ -1,0 +1,32 @@
+// What `rstream forward` shows: text lines, JSON events, or a live view on a terminal.
+#pragma once
+
+#include <rstream/rstream.hpp>
+
+#include <memory>
+#include <string>
+
+namespace rstream::apps {
+
+/// Receives what happens to a forwarded tunnel and shows it.
+class forward_output {
+public:
+    virtual ~forward_output() = default;
+    /// The tunnel is up (again, after a reconnection, when `again`).
+    virtual void online(const tunnel_properties& p, const std::string& target, const std::string& engine,
+                        bool again) = 0;
+    virtual void stream_event(const forward_event& e) = 0;
+    virtual void status(const status_event& e) = 0;
+    /// A failure that ends the command (also printed to stderr).
+    virtual void error(const std::string& message) = 0;
+    /// The command is ending: leave the terminal readable.
+    virtual void finish() {}
+};
+
+/// One line per event (`json`: one JSON object per line).
+std::unique_ptr<forward_output> make_line_output(bool json);
+
+/// A screen redrawn in place: status block, counters, the last connections.
+std::unique_ptr<forward_output> make_live_view();
+
+} // namespace rstream::apps
