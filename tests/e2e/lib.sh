@@ -318,3 +318,87 @@ _cleanup() {
 }
 trap _on_err ERR
 trap _cleanup EXIT
+
+# ---- published tunnels (rstream forward --tcp / --tls) ----
+
+# start_upstream_with MODE PORT ARGS...: like start_upstream, with more arguments for
+# upstream.py (proxy-echo PORT FILE).
+start_upstream_with() {
+    local mode=$1 port=$2
+    shift 2
+    spawn "upstream-$port" python3 "$E2E_DIR/upstream.py" "$mode" "$port" "$@"
+    local pid=$SPAWNED_PID
+    wait_for 30 "upstream $mode listening on port $port" listening "$port" "$pid"
+}
+
+# forwarding_of FILE: the public address (HOST:PORT) of the last "  forwarding   ADDR -> ..."
+# line of a `rstream forward` text output.
+forwarding_of() {
+    sed -n 's/^  forwarding   \([^ ]*\) -> .*/\1/p' "$1" | tail -n 1
+}
+
+# start_published NAME TARGET ARGS...: `rstream forward TARGET ARGS...` (ARGS hold --tcp or
+# --tls) in the background (output $LOGS/NAME.log); waits until it is online. Sets FORWARD_PID
+# and PUBLISHED (the address of its forwarding line: localhost:PORT or HOST.t.localhost:PORT).
+PUBLISHED=""
+start_published() {
+    local name=$1 target=$2
+    shift 2
+    spawn "$name" "$RSTREAM" forward "$target" "$@"
+    FORWARD_PID=$SPAWNED_PID
+    wait_for_line "$LOGS/$name.log" '^  status +online' 60 "$FORWARD_PID"
+    wait_for_line "$LOGS/$name.log" '^  forwarding   [^ ]+ -> ' 30 "$FORWARD_PID"
+    PUBLISHED=$(forwarding_of "$LOGS/$name.log")
+    [[ -n $PUBLISHED ]] || fail "$name: no forwarding address in $LOGS/$name.log"
+}
+
+# tls_probe NAME SNI ARGS...: `openssl s_client` to 127.0.0.1:$ENGINE_PORT with SNI and ARGS,
+# stdin empty (handshake, then close); output (stdout and stderr) in $LOGS/NAME.log; returns
+# its exit code (bounded: 30 s, 124 when it hung).
+tls_probe() {
+    local name=$1 sni=$2
+    shift 2
+    timeout -k 5 30 openssl s_client -connect "127.0.0.1:$ENGINE_PORT" -servername "$sni" "$@" \
+        </dev/null >"$LOGS/$name.log" 2>&1
+}
+
+# tls_talk SNI LINE [CAFILE [ALPN]]: TLS to 127.0.0.1:$ENGINE_PORT with SNI, sends LINE and a
+# newline, prints the first line that comes back. With CAFILE the certificate chain and the
+# SNI hostname are verified against it; without (or empty), nothing is verified. Bounded
+# (30 s); exits non-zero with the error on stderr when the handshake or the exchange fails.
+tls_talk() {
+    timeout -k 5 40 python3 - "$ENGINE_PORT" "$@" <<'PYEOF'
+import socket, ssl, sys
+port, sni, line = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+cafile = sys.argv[4] if len(sys.argv) > 4 and sys.argv[4] else None
+alpn = sys.argv[5] if len(sys.argv) > 5 and sys.argv[5] else None
+if cafile:
+    ctx = ssl.create_default_context(cafile=cafile)
+else:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+if alpn:
+    ctx.set_alpn_protocols([alpn])
+with socket.create_connection(("127.0.0.1", port), timeout=30) as raw:
+    with ctx.wrap_socket(raw, server_hostname=sni) as s:
+        s.sendall(line.encode() + b"\n")
+        buf = b""
+        while b"\n" not in buf:
+            data = s.recv(65536)
+            if not data:
+                break
+            buf += data
+if b"\n" not in buf:
+    sys.exit(f"tls_talk: connection ended before a full line came back (got {buf!r})")
+print(buf.split(b"\n", 1)[0].decode(errors="replace"))
+PYEOF
+}
+
+# tcp_talk PORT [SOCAT-ARGS...]: stdin to 127.0.0.1:PORT with socat, then half-closes (shutdown
+# SHUT_WR) and prints what comes back until the peer closes (bounded: 60 s).
+tcp_talk() {
+    local port=$1
+    shift
+    timeout -k 5 60 socat -t 50 "$@" - "TCP:127.0.0.1:$port"
+}
