@@ -6,3 +6,4 @@
 #include <rstream/edge/impl/engine_config.ipp>
 #include <rstream/edge/impl/client_hello.ipp>
 #include <rstream/edge/impl/tunnel_validation.ipp>
+#include <rstream/edge/impl/http_rewrite.ipp>

@@ -29,7 +29,7 @@ struct forward_options {
     std::string target;
     bool publish = true;
     bool http = false, tls = false, tcp = false;
-    std::string host, http_version, tls_mode, tls_min_version, proxy_protocol;
+    std::string host, http_version, tls_mode, tls_min_version, proxy_protocol, host_header;
     std::vector<std::string> tls_alpns;
     std::string name;
     std::vector<std::string> labels;
@@ -77,6 +77,13 @@ int run_forward(const forward_options& o, const rstream::apps::client_flags& fla
         config = rstream::transport::resolve_client_config(flags.overrides());
         target = rstream::parse_forward_target(o.target);
         props = make_properties(o);
+        // `rewrite` sends the target's own host:port as Host (what a dev server expects).
+        if (!o.host_header.empty()) {
+            if (!o.publish || props.protocol != "http")
+                rstream::throw_error(rstream::error::invalid_configuration,
+                                     "--host-header is for published http tunnels");
+            props.host_header = o.host_header == "rewrite" ? rstream::to_string(target) : o.host_header;
+        }
         if (o.proxy_protocol == "v1")
             settings.proxy = rstream::proxy_protocol::v1;
         else if (o.proxy_protocol == "v2")
@@ -168,6 +175,9 @@ CLI::App* add_forward_command(CLI::App& root, rstream::apps::client_flags& flags
     http->excludes(tls)->excludes(tcp);
     tls->excludes(tcp);
     cmd->add_option("--host", o->host, "Stable hostname: a label (api) or the full name (api.t.<engine host>)");
+    cmd->add_option("--host-header", o->host_header,
+                    "HTTP tunnels: Host sent upstream: 'rewrite' (the target's host:port, for dev servers such as "
+                    "Vite or Django) or a literal value");
     cmd->add_option("--http-version", o->http_version, "Upstream HTTP version")
         ->check(CLI::IsMember({"http/1.1", "h2c"}));
     cmd->add_option("--tls-mode", o->tls_mode, "TLS tunnels: terminate at the edge, or pass through to the upstream")

@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
 # Tunnel names: a name held by one agent is refused to a second one (exit 1, "already used",
 # whatever its case); a crashed agent's name stays reserved for its credential, so another
-# token cannot take it while the same credential gets it back at once; publishing is refused
-# as not available (suggesting --no-publish); an unreachable local target fails the stream,
-# not the tunnel.
+# token cannot take it while the same credential gets it back at once; an unreachable local
+# target fails the stream, not the tunnel.
 # shellcheck source=lib.sh source-path=SCRIPTDIR
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -51,15 +50,6 @@ forward_must_fail reserved 'reserved' "$ECHO_PORT" --no-publish --name dup-1 --t
 check "reservation: the same credential (admin token) gets the name back at once"
 start_forward fwd-again dup-1 "$ECHO_PORT"
 nc_echo_ok dup-1 || fail "rstrm://dup-1 does not work after the same credential took it back"
-
-check "publishing (no --no-publish) exits 1: not available, use --no-publish"
-rc=0
-timeout -k 5 60 "$RSTREAM" forward "$ECHO_PORT" --name pub-1 >"$LOGS/fwd-publish.log" 2>"$LOGS/fwd-publish.err" || rc=$?
-((rc == 1)) || fail "rstream forward with publishing exited $rc, expected 1"
-grep -Eqi '^rstream forward: error: .*publish.*not available|not available.*publish' "$LOGS/fwd-publish.err" ||
-    fail "the publish error does not say publishing is not available"
-grep -Fq -- '--no-publish' "$LOGS/fwd-publish.err" || fail "the publish error does not suggest --no-publish"
-say "  publish: $(head -n 1 "$LOGS/fwd-publish.err")"
 
 check "unreachable target: rstream-nc ends (bounded), the forward says 'cannot reach', the tunnel stays up"
 CLOSED_PORT=$(free_port)

@@ -355,3 +355,24 @@ TEST_CASE("invalid requests are reported before missing features") {
             error::invalid_request, "property 'name'", edge_features{});
     refused(tunnel(true, "tcp", option("token_auth")), error::invalid_request, "does not apply to published tcp", edge_features{});
 }
+
+TEST_CASE("host_header is kept for published http tunnels and refused elsewhere") {
+    rstream::protocol::TunnelProperties req, stored;
+    std::string why;
+    rstream::edge::edge_features all;
+    all.publish = all.http = all.tls = all.tcp = true;
+    req.mutable_publish()->set_value(true);
+    req.mutable_protocol()->set_value("http");
+    req.mutable_host_header()->set_value("localhost:5173");
+    REQUIRE_FALSE(rstream::edge::validate_tunnel_request(req, "localhost", all, stored, why));
+    CHECK(stored.host_header().value() == "localhost:5173");
+
+    req.mutable_host_header()->set_value("bad host\r\nX: y");
+    CHECK(rstream::edge::validate_tunnel_request(req, "localhost", all, stored, why) == rstream::error::invalid_request);
+    CHECK(why.find("host_header") != std::string::npos);
+
+    req.mutable_protocol()->set_value("tcp");
+    req.mutable_host_header()->set_value("localhost");
+    CHECK(rstream::edge::validate_tunnel_request(req, "localhost", all, stored, why) == rstream::error::invalid_request);
+    CHECK(why.find("only applies to published http") != std::string::npos);
+}

@@ -30,10 +30,11 @@ public:
     RSTREAM_DECL engine(boost::asio::any_io_executor ex, engine_config config, engine_credentials credentials,
                         edge_features features = served_features());
 
-    /// What this engine serves: private tunnels, published tls and tcp tunnels.
+    /// What this engine serves: private tunnels, published http, tls and tcp tunnels.
     static edge_features served_features() noexcept {
         edge_features f;
         f.publish = true;
+        f.http = true;
         f.tls = true;
         f.tcp = true;
         return f;

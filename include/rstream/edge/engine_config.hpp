@@ -58,6 +58,9 @@ struct engine_config {
     std::size_t max_tunnels_per_channel = 1000;
     /// `limits.pending_streams`: inbound streams waiting for an agent, engine-wide.
     std::size_t max_pending_streams = 10000;
+    /// `http.redirect_listen_addr`: a plain-HTTP listener (HOST:PORT) that redirects every
+    /// request to its https:// address on the TLS port; empty = none.
+    std::string http_redirect_listen_addr;
     /// `publish.tcp_port_min` / `publish.tcp_port_max`: ports given to published tcp tunnels.
     std::size_t tcp_port_min = 20000;
     std::size_t tcp_port_max = 29999;

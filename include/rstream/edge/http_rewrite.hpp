@@ -37,6 +37,8 @@ struct http_route {
 
 /// Why the engine answers a request itself. Each maps to one status (see http_error_for).
 enum class http_failure {
+    /// 404: no tunnel is published under this hostname (the engine answers before any tunnel).
+    unknown_hostname,
     /// 502: no agent holds the tunnel (open_upstream threw error::tunnel_not_found).
     tunnel_offline,
     /// 502: the agent is there but no stream to it could be opened.
@@ -80,7 +82,7 @@ struct request_refusal {
 /// Status and message for `failure` on the tunnel `host`. `detail` completes the sentence:
 /// the error message of the failed stream open, the timeout ("60 s"), the limit ("16384
 /// bytes"), or what is malformed; it may be empty for tunnel_offline (then "no agent is
-/// connected"), upstream_closed and version_not_supported.
+/// connected"), unknown_hostname, upstream_closed and version_not_supported.
 RSTREAM_DECL http_error http_error_for(http_failure failure, std::string_view host, std::string_view detail);
 
 /// The complete HTTP/1.1 response for an engine error: a small HTML page, or JSON

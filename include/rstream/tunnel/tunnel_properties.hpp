@@ -47,6 +47,9 @@ struct tunnel_properties {
     std::optional<bool> token_auth, rstream_auth, challenge_mode, mtls_auth;
     std::vector<std::string> geoip;
     std::vector<std::string> trusted_ips;
+    /// HTTP tunnels: the Host sent upstream instead of the client's (our extension, for dev
+    /// servers such as Vite or Django that refuse a foreign Host). Empty: the client's.
+    std::string host_header;
 
     /// Read-only, set by the engine: tunnel id and creation time.
     std::string id;

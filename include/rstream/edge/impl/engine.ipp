@@ -188,6 +188,8 @@ void engine::start() {
                                  : ""));
     s.acceptor->listen(asio::socket_base::max_listen_connections);
     asio::co_spawn(s.ex, s.accept_loop(), asio::detached);
+    if (!s.cfg.http_redirect_listen_addr.empty())
+        s.start_redirect_listener();
 }
 
 asio::ip::tcp::endpoint engine::local_endpoint() const { return state_->acceptor->local_endpoint(); }
@@ -209,6 +211,10 @@ asio::awaitable<void> engine::async_shutdown() {
     for (auto& [id, listener] : s->tcp_listeners) {
         boost::system::error_code ignored;
         listener->close(ignored);
+    }
+    if (s->redirect_listener) {
+        boost::system::error_code ignored;
+        s->redirect_listener->close(ignored);
     }
     for (auto& [id, session] : s->sessions)
         session->close_with_message("engine shutting down: reconnect later");

@@ -50,6 +50,7 @@ inline const setting settings[] = {
     {"timeouts.shutdown_grace", &engine_config::shutdown_grace},
     {"limits.tunnels_per_channel", &engine_config::max_tunnels_per_channel},
     {"limits.pending_streams", &engine_config::max_pending_streams},
+    {"http.redirect_listen_addr", &engine_config::http_redirect_listen_addr},
     {"publish.tcp_port_min", &engine_config::tcp_port_min},
     {"publish.tcp_port_max", &engine_config::tcp_port_max},
     {"log.format", &engine_config::log_format},
@@ -279,6 +280,12 @@ public:
             const std::string_view missing = c.cert_file.empty() ? "tls.cert_file" : "tls.key_file";
             fail(origin(given), given,
                  "set without " + std::string(missing) + "; set both, or neither to use the generated certificate");
+        }
+        if (!c.http_redirect_listen_addr.empty()) {
+            listen_address redirect;
+            if (const auto problem = listen_address_problem(c.http_redirect_listen_addr, redirect))
+                fail(origin("http.redirect_listen_addr"), "http.redirect_listen_addr",
+                     "'" + c.http_redirect_listen_addr + "': " + *problem);
         }
         if (c.tcp_port_min < 1 || c.tcp_port_max > 65535 || c.tcp_port_min > c.tcp_port_max)
             fail(origin("publish.tcp_port_min"), "publish.tcp_port_min",

@@ -3,6 +3,7 @@
 
 #include <rstream/core/event.hpp>
 #include <rstream/edge/engine.hpp>
+#include <rstream/edge/http1_proxy.hpp>
 #include <rstream/edge/registry.hpp>
 #include <rstream/edge/token.hpp>
 #include <rstream/transport/tls_stream.hpp>
@@ -52,6 +53,9 @@ struct engine::state : std::enable_shared_from_this<engine::state> {
     std::map<std::string, std::shared_ptr<pending_stream>> pending;  // by stream id
     std::map<std::uint64_t, std::function<void()>> relays;  // closers of the spliced streams
     std::map<std::string, std::shared_ptr<asio::ip::tcp::acceptor>> tcp_listeners;  // by tunnel id
+    /// Idle upstream streams of published http tunnels, by tunnel id (keep-alive).
+    std::map<std::string, std::shared_ptr<upstream_pool<transport::tls_stream>>> http_pools;
+    http_limits http;
     bool stopping = false;
     event sessions_gone;
     event relays_gone;
@@ -82,6 +86,18 @@ struct engine::state : std::enable_shared_from_this<engine::state> {
     std::uint16_t open_tcp_listener(const std::string& tunnel_id, std::uint16_t wanted, const std::string& credential,
                                     std::string& why);
     asio::awaitable<void> tcp_accept_loop(std::string tunnel_id, std::shared_ptr<asio::ip::tcp::acceptor> acceptor);
+    /// Serves an http tunnel's downstream connection (TLS done).
+    asio::awaitable<void> serve_http(transport::tls_stream& down, std::string tunnel_id, std::string hostname,
+                                     asio::ip::address peer);
+    /// Answers one request on a connection whose hostname has no live tunnel: 404, or 502
+    /// when the name is only reserved for an agent that went away.
+    asio::awaitable<void> answer_without_tunnel(asio::ip::tcp::socket socket, std::vector<std::uint8_t> hello,
+                                                std::string hostname, bool offline, clock::time_point deadline);
+    /// Plain HTTP on http.redirect_listen_addr: every request gets a 308 to https://.
+    void start_redirect_listener();
+    asio::awaitable<void> redirect_loop(std::shared_ptr<asio::ip::tcp::acceptor> listener);
+    asio::awaitable<void> redirect_one(asio::ip::tcp::socket socket);
+    std::shared_ptr<asio::ip::tcp::acceptor> redirect_listener;
     /// A tunnel left the registry: stop what serves it.
     void tunnel_removed(const std::string& tunnel_id);
 

@@ -34,6 +34,16 @@ std::string_view trim(std::string_view s) {
     return s;
 }
 
+/// The values of the fields called `name`, in order.
+template <class Name>
+std::vector<std::string_view> values_of(const http::fields& f, Name name) {
+    std::vector<std::string_view> out;
+    auto [first, last] = f.equal_range(name);
+    for (auto it = first; it != last; ++it)
+        out.push_back(it->value());
+    return out;
+}
+
 /// The members of a comma-separated list (RFC 9110 §5.6.1), trimmed, empty ones skipped.
 std::vector<std::string_view> list_members(std::string_view v) {
     std::vector<std::string_view> out;
@@ -55,8 +65,8 @@ std::string member_name(std::string_view member) { return lower(trim(member.subs
 /// All members of all fields called `name`, in order.
 std::vector<std::string> members_of(const http::fields& f, http::field name) {
     std::vector<std::string> out;
-    for (const auto& field : f.equal_range(name))
-        for (auto m : list_members(field.value()))
+    for (auto value : values_of(f, name))
+        for (auto m : list_members(value))
             out.emplace_back(m);
     return out;
 }
@@ -64,12 +74,12 @@ std::vector<std::string> members_of(const http::fields& f, http::field name) {
 /// The values of all fields called `name` joined with ", " (RFC 9110 §5.3).
 std::string joined(const http::fields& f, std::string_view name) {
     std::string out;
-    for (const auto& field : f.equal_range(name)) {
-        if (field.value().empty())
+    for (auto value : values_of(f, name)) {
+        if (value.empty())
             continue;
         if (!out.empty())
             out += ", ";
-        out += field.value();
+        out += value;
     }
     return out;
 }
@@ -153,6 +163,9 @@ RSTREAM_DECL http_error http_error_for(http_failure failure, std::string_view ho
     std::string tunnel = "tunnel '" + std::string(host) + "'";
     std::string d(detail);
     switch (failure) {
+    case http_failure::unknown_hostname:
+        return {http::status::not_found, "no tunnel is published at '" + std::string(host) + "'" +
+                                             (d.empty() ? "" : ": " + d)};
     case http_failure::tunnel_offline:
         return {http::status::bad_gateway, tunnel + " is offline: " + (d.empty() ? "no agent is connected" : d)};
     case http_failure::stream_failed:
@@ -263,8 +276,8 @@ RSTREAM_DECL std::optional<request_refusal> check_request_head(const http::reque
     }
     if (has_cl) {
         std::string first;
-        for (const auto& field : h.equal_range(http::field::content_length)) {
-            auto values = hr::list_members(field.value());
+        for (auto value : hr::values_of(h, http::field::content_length)) {
+            auto values = hr::list_members(value);
             if (values.empty())
                 return request_refusal{http_failure::ambiguous_framing, "empty Content-Length"};
             for (auto v : values) {

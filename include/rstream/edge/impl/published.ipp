@@ -11,10 +11,15 @@
 #include <boost/asio/detached.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/write.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http/empty_body.hpp>
+#include <boost/beast/http/read.hpp>
 
 #include <random>
 
 namespace rstream::edge {
+
+namespace beast = boost::beast;
 
 namespace detail {
 
@@ -26,6 +31,15 @@ inline int tls_version_number(const std::string& v) {
     return 0;
 }
 
+/// Reads until the end of a request head (or `limit` bytes), for a one-shot answer.
+inline asio::awaitable<void> read_request_head(transport::tls_stream& s, std::string& head, std::size_t limit) {
+    char buf[4096];
+    while (head.find("\r\n\r\n") == std::string::npos && head.size() < limit) {
+        std::size_t n = co_await s.async_read_some(asio::buffer(buf), asio::use_awaitable);
+        head.append(buf, n);
+    }
+}
+
 } // namespace detail
 
 asio::awaitable<void> engine::state::handle_published(asio::ip::tcp::socket socket, std::vector<std::uint8_t> hello,
@@ -35,8 +49,13 @@ asio::awaitable<void> engine::state::handle_published(asio::ip::tcp::socket sock
     const tunnel_entry* entry = tunnels.find_by_hostname(hostname);
     if (!entry) {
         bool offline = !tunnels.hostname_free(hostname, "", clock::now());
-        log::info(offline ? "published connection refused: tunnel offline" : "published connection refused: unknown hostname",
+        log::info(offline ? "published connection: tunnel offline" : "published connection: unknown hostname",
                   {{"peer", peer.to_string()}, {"host", hostname}, {"alpn", alpn.empty() ? "" : alpn.front()}});
+        // HTTP clients get a page saying so; other TLS clients just a close.
+        bool http_client = alpn.empty() || std::find(alpn.begin(), alpn.end(), "http/1.1") != alpn.end() ||
+                           std::find(alpn.begin(), alpn.end(), "h2") != alpn.end();
+        if (http_client)
+            co_await answer_without_tunnel(std::move(socket), std::move(hello), hostname, offline, deadline);
         co_return;
     }
     const std::string tunnel_id = entry->id;
@@ -59,13 +78,18 @@ asio::awaitable<void> engine::state::handle_published(asio::ip::tcp::socket sock
         co_return;
     }
 
-    if (protocol != "tls") {
+    if (protocol != "tls" && protocol != "http") {
         log::info("published connection refused: protocol not served", {{"host", hostname}, {"protocol", protocol}});
         co_return;
     }
 
-    // Terminated at the edge with the engine's certificate, then plaintext to the agent.
-    std::vector<std::string> prefs(props.tls_alpns().begin(), props.tls_alpns().end());
+    // Terminated at the edge with the engine's certificate, then plaintext to the agent
+    // (tls) or HTTP proxied (http; HTTP/1.1 downstream).
+    std::vector<std::string> prefs;
+    if (protocol == "http")
+        prefs = {"http/1.1"};
+    else
+        prefs.assign(props.tls_alpns().begin(), props.tls_alpns().end());
     transport::tls_stream down(std::move(socket), published_ctx.get(), transport::tls_role::server);
     SSL_set_app_data(down.native_handle(), &prefs);
     if (props.has_tls_min_version())
@@ -80,6 +104,10 @@ asio::awaitable<void> engine::state::handle_published(asio::ip::tcp::socket sock
         co_return;
     }
     SSL_set_app_data(down.native_handle(), nullptr);
+    if (protocol == "http") {
+        co_await serve_http(down, tunnel_id, hostname, peer);
+        co_return;
+    }
     std::optional<transport::tls_stream> agent;
     try {
         agent.emplace(co_await open_agent_stream(tunnel_id, peer));
@@ -172,7 +200,145 @@ asio::awaitable<void> engine::state::tcp_accept_loop(std::string tunnel_id,
     }
 }
 
+asio::awaitable<void> engine::state::serve_http(transport::tls_stream& down, std::string tunnel_id,
+                                                std::string hostname, asio::ip::address peer) {
+    auto self = shared_from_this();
+    const tunnel_entry* entry = tunnels.find_by_id(tunnel_id);
+    if (!entry)
+        co_return;
+    http_route route;
+    route.hostname = hostname;
+    if (entry->properties.has_host_header())
+        route.host_header = entry->properties.host_header().value();
+    auto& pool = http_pools[tunnel_id];
+    if (!pool) {
+        pool = std::make_shared<upstream_pool<transport::tls_stream>>();
+        pool->max_idle = http.max_idle_upstreams;
+    }
+    std::function<asio::awaitable<transport::tls_stream>()> open = [self, tunnel_id, peer]() {
+        return self->open_agent_stream(tunnel_id, peer);
+    };
+    std::function<void(const http_log_entry&)> on_request = [hostname, peer](const http_log_entry& r) {
+        log::info("http request", {{"host", hostname},
+                                   {"peer", peer.to_string()},
+                                   {"method", r.method},
+                                   {"target", r.target},
+                                   {"status", std::to_string(r.status)},
+                                   {"duration_ms", std::to_string(r.duration.count())}});
+    };
+    auto id = next_id++;
+    relays[id] = [&down] { down.close(); };
+    try {
+        co_await serve_http1<transport::tls_stream, transport::tls_stream>(down, peer, route, http, pool, open,
+                                                                           on_request);
+    } catch (const std::exception& e) {
+        log::info("http connection ended", {{"host", hostname}, {"reason", describe(e)}});
+    }
+    relays.erase(id);
+    if (relays.empty())
+        relays_gone.set();
+}
+
+asio::awaitable<void> engine::state::answer_without_tunnel(asio::ip::tcp::socket socket,
+                                                           std::vector<std::uint8_t> hello, std::string hostname,
+                                                           bool offline, clock::time_point deadline) {
+    auto self = shared_from_this();
+    std::vector<std::string> prefs{"http/1.1"};
+    transport::tls_stream down(std::move(socket), published_ctx.get(), transport::tls_role::server);
+    SSL_set_app_data(down.native_handle(), &prefs);
+    down.prefeed(hello);
+    try {
+        auto left = std::max<clock::duration>(deadline - clock::now(), clock::duration::zero());
+        co_await with_timeout(down.async_handshake(), left, error::handshake_timeout, "TLS handshake timed out");
+        SSL_set_app_data(down.native_handle(), nullptr);
+        // Read the request head (bounded) so the client reads our answer, not a reset.
+        std::string head;
+        co_await with_timeout(detail::read_request_head(down, head, http.max_head_bytes), http.head_timeout,
+                              error::handshake_timeout, "request head timed out");
+        http::request_parser<http::empty_body> parser;
+        boost::system::error_code ec;
+        parser.put(asio::buffer(head), ec);
+        bool json = !ec && parser.is_header_done() && wants_json(parser.get());
+        auto error = offline ? http_error_for(http_failure::tunnel_offline, hostname, "")
+                             : http_error_for(http_failure::unknown_hostname, hostname, "");
+        auto page = render_http_error(error, hostname, json, true);
+        co_await asio::async_write(down, asio::buffer(page), asio::use_awaitable);
+        co_await down.async_shutdown_send();
+    } catch (const std::exception& e) {
+        log::info("published connection closed", {{"host", hostname}, {"reason", describe(e)}});
+    }
+}
+
+void engine::state::start_redirect_listener() {
+    auto addr = parse_listen_address(cfg.http_redirect_listen_addr);
+    boost::system::error_code ec;
+    auto ip = asio::ip::make_address(addr && !addr->host.empty() ? addr->host : std::string("127.0.0.1"), ec);
+    if (!addr || ec)
+        throw_error(error::invalid_configuration,
+                    "http.redirect_listen_addr: '" + cfg.http_redirect_listen_addr + "' is not IP:PORT");
+    asio::ip::tcp::endpoint ep(ip, addr->port);
+    auto a = std::make_shared<asio::ip::tcp::acceptor>(ex);
+    a->open(ep.protocol());
+    a->set_option(asio::socket_base::reuse_address(true));
+    a->bind(ep, ec);
+    if (ec)
+        throw_error(ec, "cannot listen on " + cfg.http_redirect_listen_addr + " (http.redirect_listen_addr): " +
+                            ec.message());
+    a->listen();
+    redirect_listener = a;
+    asio::co_spawn(ex, redirect_loop(a), asio::detached);
+}
+
+asio::awaitable<void> engine::state::redirect_loop(std::shared_ptr<asio::ip::tcp::acceptor> listener) {
+    auto self = shared_from_this();
+    for (;;) {
+        asio::ip::tcp::socket socket(ex);
+        boost::system::error_code ec;
+        co_await listener->async_accept(socket, asio::redirect_error(asio::use_awaitable, ec));
+        if (ec) {
+            if (ec == asio::error::operation_aborted || !listener->is_open())
+                co_return;
+            continue;
+        }
+        asio::co_spawn(ex, redirect_one(std::move(socket)), asio::detached);
+    }
+}
+
+asio::awaitable<void> engine::state::redirect_one(asio::ip::tcp::socket socket) {
+    auto self = shared_from_this();
+    try {
+        beast::flat_buffer buffer;
+        http::request_parser<http::empty_body> parser;
+        parser.header_limit(static_cast<std::uint32_t>(http.max_head_bytes));
+        co_await with_timeout(http::async_read_header(socket, buffer, parser, asio::use_awaitable), http.head_timeout,
+                              error::handshake_timeout, "request head timed out");
+        const auto& req = parser.get();
+        std::string host(req[http::field::host]);
+        if (auto colon = host.rfind(':'); colon != std::string::npos && host.find(']') == std::string::npos)
+            host.resize(colon);
+        host = lowercase(host);
+        std::string response;
+        const std::string suffix = ".t." + cfg.host;
+        if (host == cfg.host || (host.size() > suffix.size() && host.ends_with(suffix))) {
+            auto port = acceptor->local_endpoint().port();
+            std::string location = "https://" + host + (port == 443 ? "" : ":" + std::to_string(port)) +
+                                   std::string(req.target().empty() ? "/" : req.target());
+            response = "HTTP/1.1 308 Permanent Redirect\r\nLocation: " + location +
+                       "\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+        } else {
+            response = render_http_error(http_error_for(http_failure::unknown_hostname, host, ""), host,
+                                         wants_json(req), true);
+        }
+        co_await asio::async_write(socket, asio::buffer(response), asio::use_awaitable);
+        boost::system::error_code ignored;
+        socket.shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
+    } catch (const std::exception& e) {
+        log::debug("plain http connection closed", {{"reason", describe(e)}});
+    }
+}
+
 void engine::state::tunnel_removed(const std::string& tunnel_id) {
+    http_pools.erase(tunnel_id);
     if (auto it = tcp_listeners.find(tunnel_id); it != tcp_listeners.end()) {
         boost::system::error_code ignored;
         it->second->close(ignored);

@@ -302,6 +302,19 @@ RSTREAM_DECL boost::system::error_code validate_tunnel_request(const protocol::T
     if (!refused.empty())
         return refuse(error::feature_not_available, unenforced_message(refused));
 
+    // Our extension (docs/protocol.md, extensions): the upstream Host of an http tunnel.
+    const std::string_view host_header = text_of(req.has_host_header(), req.host_header());
+    if (!host_header.empty()) {
+        if (!(publish && protocol == "http"))
+            return invalid("property 'host_header' only applies to published http tunnels");
+        const bool clean = host_header.size() <= 255 &&
+                           std::all_of(host_header.begin(), host_header.end(),
+                                       [](char c) { return c > 0x20 && c < 0x7f && c != ','; });
+        if (!clean)
+            return invalid("property 'host_header' " + quoted(host_header) + " is not a host[:port]");
+        stored.mutable_host_header()->set_value(std::string(host_header));
+    }
+
     // Accepted: the stored, normalized properties.
     if (!name.empty())
         stored.mutable_name()->set_value(ascii_lowercase(name));

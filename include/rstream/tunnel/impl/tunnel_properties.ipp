@@ -58,6 +58,7 @@ void to_protocol(const tunnel_properties& in, protocol::TunnelProperties& out) {
         out.mutable_port()->set_value(*in.port);
     if (in.upstream_tls)
         out.mutable_upstream_tls()->set_value(*in.upstream_tls);
+    set_if(!in.host_header.empty(), out.mutable_host_header(), in.host_header);
 }
 
 tunnel_properties from_protocol(const protocol::TunnelProperties& in) {
@@ -91,6 +92,7 @@ tunnel_properties from_protocol(const protocol::TunnelProperties& in) {
         p.port = in.port().value();
     if (in.has_upstream_tls())
         p.upstream_tls = in.upstream_tls().value();
+    p.host_header = in.has_host_header() ? in.host_header().value() : "";
     return p;
 }
 
