@@ -128,8 +128,9 @@ int run_engine(const engine_flags& f) {
     if (own_ca)
         std::printf("  export RSTREAM_TLS_CACERT_FILE=%s\n", p.files.ca_cert.c_str());
     std::printf("  export RSTREAM_AUTHENTICATION_TOKEN=$(cat %s)\n", p.files.admin_token.c_str());
-    std::printf("  rstream forward 22 --no-publish --name my-box\n");
-    std::printf("Reach it:\n  ssh -o ProxyCommand='rstream-nc rstrm://%%h' my-box\n");
+    std::printf("Publish a local web server (prints its https:// address):\n  rstream forward 8080\n");
+    std::printf("Keep SSH private, and reach it by name:\n  rstream forward 22 --no-publish --name my-box\n");
+    std::printf("  ssh -o ProxyCommand='rstream-nc rstrm://%%h' my-box\n");
     std::printf("Scoped tokens: rstream-engine token create --name ci --create 'web-*' --connect 'web-*' --ttl 24h\n\n");
     std::fflush(stdout);
 
