@@ -402,3 +402,90 @@ tcp_talk() {
     shift
     timeout -k 5 60 socat -t 50 "$@" - "TCP:127.0.0.1:$port"
 }
+
+# ---- published HTTP tunnels (rstream forward --http) ----
+
+# python_with MODULE: prints a python3 that can import MODULE (python3 from PATH first, then
+# /usr/bin/python3, where Debian's python3-* packages are); returns 1 when neither can.
+python_with() {
+    local py
+    for py in python3 /usr/bin/python3; do
+        if command -v "$py" >/dev/null 2>&1 && "$py" -c "import $1" >/dev/null 2>&1; then
+            command -v "$py"
+            return 0
+        fi
+    done
+    return 1
+}
+
+# start_upstream_using PYTHON MODE PORT ARGS...: like start_upstream_with, run by PYTHON (for
+# modes that need a module only that python has, such as ws-echo).
+start_upstream_using() {
+    local py=$1 mode=$2 port=$3
+    shift 3
+    spawn "upstream-$port" "$py" "$E2E_DIR/upstream.py" "$mode" "$port" "$@"
+    local pid=$SPAWNED_PID
+    wait_for 30 "upstream $mode listening on port $port" listening "$port" "$pid"
+}
+
+# hcurl ARGS...: curl verifying the engine's certificate with its ca.pem, quiet but for errors,
+# bounded (60 s; exit 124 when it hung). curl resolves *.localhost to loopback by itself.
+hcurl() {
+    timeout -k 5 60 curl -sS --max-time 50 --cacert "$T/engine/ca.pem" "$@"
+}
+
+# https_raw SNI: sends stdin as it is over TLS (ALPN http/1.1, verified with the engine's
+# ca.pem) to 127.0.0.1:$ENGINE_PORT with SNI, and prints what comes back until the engine
+# closes or one complete response (head and Content-Length body) arrived. Bounded (30 s);
+# exits non-zero with the error on stderr when the handshake fails or nothing came back.
+https_raw() {
+    timeout -k 5 40 python3 -c '
+import socket, ssl, sys
+port, sni, cafile = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+data = sys.stdin.buffer.read()
+ctx = ssl.create_default_context(cafile=cafile)
+ctx.set_alpn_protocols(["http/1.1"])
+buf = b""
+with socket.create_connection(("127.0.0.1", port), timeout=30) as raw:
+    with ctx.wrap_socket(raw, server_hostname=sni) as s:
+        s.sendall(data)
+        while True:
+            if b"\r\n\r\n" in buf:
+                head, body = buf.split(b"\r\n\r\n", 1)
+                length = [l.split(b":", 1)[1] for l in head.split(b"\r\n")[1:] if l.lower().startswith(b"content-length:")]
+                if length and len(body) >= int(length[0]):
+                    break
+            try:
+                chunk = s.recv(65536)
+            except (ConnectionResetError, ssl.SSLError) as e:
+                print(f"https_raw: {e}", file=sys.stderr)
+                break
+            if not chunk:
+                break
+            buf += chunk
+if not buf:
+    sys.exit("https_raw: the connection ended without an answer")
+sys.stdout.buffer.write(buf)
+' "$ENGINE_PORT" "$1" "$T/engine/ca.pem"
+}
+
+# recorded_seq DIR TARGET: the sequence number of the last request for TARGET that the
+# http-record upstream writing DIR received (empty when none).
+recorded_seq() {
+    awk -v t="$2" '$4 == t { s = $1 } END { if (s != "") print s }' "$1/requests.log" 2>/dev/null
+}
+
+# recorded_conn DIR TARGET: the number of the upstream connection that carried the last
+# request for TARGET (empty when none).
+recorded_conn() {
+    awk -v t="$2" '$4 == t { c = $2 } END { if (c != "") print c }' "$1/requests.log" 2>/dev/null
+}
+
+# recorded_field DIR TARGET NAME: the values of the header field NAME (case-insensitive), one a
+# line, in the head of the last request for TARGET that the http-record upstream received.
+recorded_field() {
+    local seq
+    seq=$(recorded_seq "$1" "$2")
+    [[ -n $seq ]] || return 0
+    tr -d '\r' <"$1/head-$seq.txt" | awk -v n="$3" 'NR > 1 { i = index($0, ":"); if (i > 0 && tolower(substr($0, 1, i - 1)) == tolower(n)) { v = substr($0, i + 1); sub(/^[ \t]+/, "", v); sub(/[ \t]+$/, "", v); print v } }'
+}

@@ -10,9 +10,34 @@
                               without a valid header gets "invalid ..." in FILE and is closed.
                               Lines: "v1 <the header line without CRLF>" or
                               "v2 cmd=0x21 fam=0x11 src=IP:PORT dst=IP:PORT len=N raw=HEX"
+  upstream.py http-record PORT DIR
+                              a small HTTP/1.1 server (keep-alive, chunked request bodies,
+                              Expect: 100-continue) that records what it receives in DIR:
+                                connections     the number of connections accepted so far
+                                requests.log    one line per request: "SEQ CONN METHOD TARGET"
+                                                (CONN numbers the connections from 1)
+                                head-SEQ.txt    the request head exactly as received
+                              and answers:
+                                GET /bytes/N    N bytes of the pattern "abc...xyz0...9" repeated
+                                GET /file/NAME  the file DIR/NAME
+                                GET /chunked/N  N pattern bytes, chunked (in pieces of 1000)
+                                POST or PUT /upload
+                                                the sha256 (hex) of the request body, with the
+                                                body's length in X-Body-Bytes
+                                CONNECT         405 (a plain server, not a proxy)
+                                anything else   200 "ok METHOD TARGET"
+                              every response carries "X-Upstream: http-record"
+  upstream.py ws-echo PORT [FILE]
+                              a WebSocket echo server (needs the websockets package: run it
+                              with a python that has it); its 101 carries
+                              "X-Upstream: ws-echo"; with FILE, appends one line per handshake:
+                              "PATH xff=<X-Forwarded-For> proto=<X-Forwarded-Proto>"
+  upstream.py pattern N       prints N bytes of the http-record pattern to stdout
 
 Serves connections concurrently until killed.
 """
+import hashlib
+import os
 import socket
 import sys
 import threading
@@ -121,11 +146,234 @@ def serve_proxy_echo(conn, path):
         conn.shutdown(socket.SHUT_WR)
 
 
+PATTERN = b"abcdefghijklmnopqrstuvwxyz0123456789"
+
+
+def pattern_bytes(offset, n):
+    """n bytes of PATTERN repeated, starting at offset."""
+    start = offset % len(PATTERN)
+    reps = (start + n) // len(PATTERN) + 1
+    return (PATTERN * reps)[start:start + n]
+
+
+def write_pattern(out, n):
+    sent = 0
+    while sent < n:
+        step = min(65536 - 65536 % len(PATTERN), n - sent)
+        out(pattern_bytes(sent, step))
+        sent += step
+
+
+class HttpRecorder:
+    """State of http-record shared by its connections."""
+
+    def __init__(self, directory):
+        self.dir = directory
+        self.lock = threading.Lock()
+        self.connections = 0
+        self.requests = 0
+        self._write_connections()
+
+    def _write_connections(self):
+        tmp = os.path.join(self.dir, "connections.tmp")
+        with open(tmp, "w") as f:
+            f.write(f"{self.connections}\n")
+        os.replace(tmp, os.path.join(self.dir, "connections"))
+
+    def accepted(self):
+        with self.lock:
+            self.connections += 1
+            self._write_connections()
+            return self.connections
+
+    def record(self, conn_id, method, target, head):
+        with self.lock:
+            self.requests += 1
+            seq = self.requests
+            with open(os.path.join(self.dir, f"head-{seq}.txt"), "wb") as f:
+                f.write(head)
+            with open(os.path.join(self.dir, "requests.log"), "a") as f:
+                f.write(f"{seq} {conn_id} {method} {target}\n")
+            return seq
+
+
+class Reader:
+    """Buffered reads from a socket."""
+
+    def __init__(self, conn):
+        self.conn = conn
+        self.buf = b""
+
+    def fill(self):
+        data = self.conn.recv(65536)
+        if not data:
+            return False
+        self.buf += data
+        return True
+
+    def until(self, delim, limit):
+        """The bytes up to and with delim; None at EOF (or past limit)."""
+        while delim not in self.buf:
+            if len(self.buf) > limit or not self.fill():
+                return None
+        i = self.buf.index(delim) + len(delim)
+        out, self.buf = self.buf[:i], self.buf[i:]
+        return out
+
+    def exactly(self, n, sink):
+        """Passes n bytes to sink; False at EOF before n."""
+        while n > 0:
+            if not self.buf and not self.fill():
+                return False
+            take = self.buf[:n]
+            self.buf = self.buf[len(take):]
+            n -= len(take)
+            sink(take)
+        return True
+
+
+def read_chunked(reader, sink):
+    while True:
+        line = reader.until(b"\r\n", 4096)
+        if line is None:
+            return False
+        size = int(line.split(b";", 1)[0].strip(), 16)
+        if size == 0:
+            while True:  # trailer fields, then the empty line
+                t = reader.until(b"\r\n", 65536)
+                if t is None:
+                    return False
+                if t == b"\r\n":
+                    return True
+        if not reader.exactly(size, sink) or reader.until(b"\r\n", 2) != b"\r\n":
+            return False
+
+
+def respond(conn, status, body=b"", headers=(), close=False, length=None):
+    lines = [f"HTTP/1.1 {status}", "X-Upstream: http-record"]
+    lines += list(headers)
+    lines.append(f"Content-Length: {len(body) if length is None else length}")
+    if close:
+        lines.append("Connection: close")
+    conn.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
+
+
+def serve_http_record(conn, rec):
+    conn_id = rec.accepted()
+    reader = Reader(conn)
+    with conn:
+        while True:
+            head = reader.until(b"\r\n\r\n", 1024 * 1024)
+            if head is None:
+                return
+            lines = head.decode("latin-1").split("\r\n")
+            parts = lines[0].split(" ")
+            if len(parts) != 3:
+                respond(conn, "400 Bad Request", b"bad request line\n", close=True)
+                return
+            method, target, version = parts
+            fields = {}
+            for line in lines[1:]:
+                if ":" in line:
+                    name, value = line.split(":", 1)
+                    name = name.strip().lower()
+                    fields[name] = (fields[name] + ", " if name in fields else "") + value.strip()
+            rec.record(conn_id, method, target, head)
+            close = version != "HTTP/1.1" or "close" in fields.get("connection", "").lower()
+            if "100-continue" in fields.get("expect", "").lower():
+                conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+            digest = hashlib.sha256()
+            count = [0]
+
+            def sink(b):
+                digest.update(b)
+                count[0] += len(b)
+
+            if "chunked" in fields.get("transfer-encoding", "").lower():
+                if not read_chunked(reader, sink):
+                    return
+            elif "content-length" in fields:
+                if not reader.exactly(int(fields["content-length"]), sink):
+                    return
+            path = target.split("?", 1)[0]
+            if method == "CONNECT":
+                respond(conn, "405 Method Not Allowed", b"http-record is not a proxy\n",
+                        ["Allow: GET, HEAD, POST, PUT", "Content-Type: text/plain"], close)
+            elif method in ("GET", "HEAD") and path.startswith("/bytes/"):
+                n = int(path[len("/bytes/"):])
+                respond(conn, "200 OK", b"", ["Content-Type: application/octet-stream"], close, length=n)
+                if method == "GET":
+                    write_pattern(conn.sendall, n)
+            elif method in ("GET", "HEAD") and path.startswith("/file/"):
+                name = os.path.join(rec.dir, os.path.basename(path[len("/file/"):]))
+                if not os.path.isfile(name):
+                    respond(conn, "404 Not Found", b"no such file\n", ["Content-Type: text/plain"], close)
+                else:
+                    size = os.path.getsize(name)
+                    respond(conn, "200 OK", b"", ["Content-Type: application/octet-stream"], close, length=size)
+                    if method == "GET":
+                        with open(name, "rb") as f:
+                            while True:
+                                block = f.read(65536)
+                                if not block:
+                                    break
+                                conn.sendall(block)
+            elif method == "GET" and path.startswith("/chunked/"):
+                n = int(path[len("/chunked/"):])
+                hdr = "HTTP/1.1 200 OK\r\nX-Upstream: http-record\r\nTransfer-Encoding: chunked\r\n"
+                conn.sendall((hdr + ("Connection: close\r\n" if close else "") + "\r\n").encode())
+                sent = 0
+                while sent < n:
+                    piece = pattern_bytes(sent, min(1000, n - sent))
+                    conn.sendall(b"%x\r\n" % len(piece) + piece + b"\r\n")
+                    sent += len(piece)
+                conn.sendall(b"0\r\n\r\n")
+            elif method in ("POST", "PUT") and path == "/upload":
+                respond(conn, "200 OK", digest.hexdigest().encode(),
+                        ["Content-Type: text/plain", f"X-Body-Bytes: {count[0]}"], close)
+            else:
+                respond(conn, "200 OK", f"ok {method} {target}\n".encode(), ["Content-Type: text/plain"], close)
+            if close:
+                conn.shutdown(socket.SHUT_WR)
+                return
+
+
+def run_ws_echo(port, path):
+    import asyncio
+
+    import websockets
+
+    async def echo(ws):
+        if path:
+            h = ws.request_headers  # websockets 10 (Debian 12)
+            record(path, f"{ws.path} xff={h.get('X-Forwarded-For', '')} proto={h.get('X-Forwarded-Proto', '')}")
+        async for message in ws:
+            await ws.send(message)
+
+    async def serve():
+        async with websockets.serve(echo, "127.0.0.1", port, extra_headers={"X-Upstream": "ws-echo"},
+                                    max_size=16 * 1024 * 1024):
+            print(f"upstream ws-echo listening on 127.0.0.1:{port}", flush=True)
+            await asyncio.Future()
+
+    asyncio.run(serve())
+
+
 def main():
-    mode, port = sys.argv[1], int(sys.argv[2])
+    mode = sys.argv[1]
+    if mode == "pattern":
+        write_pattern(sys.stdout.buffer.write, int(sys.argv[2]))
+        return
+    port = int(sys.argv[2])
+    if mode == "ws-echo":
+        run_ws_echo(port, sys.argv[3] if len(sys.argv) > 3 else None)
+        return
     if mode == "proxy-echo":
         path = sys.argv[3]
         handler = lambda c: serve_proxy_echo(c, path)  # noqa: E731
+    elif mode == "http-record":
+        rec = HttpRecorder(sys.argv[3])
+        handler = lambda c: serve_http_record(c, rec)  # noqa: E731
     else:
         handler = {"echo": serve_echo, "after-eof": serve_after_eof}[mode]
     srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -142,7 +390,7 @@ def main():
 def guarded(handler, conn):
     try:
         handler(conn)
-    except OSError as e:
+    except (OSError, ValueError) as e:
         print(f"connection error: {e}", flush=True)
 
 

@@ -4,6 +4,7 @@
 #include <rstream/core/event.hpp>
 #include <rstream/edge/engine.hpp>
 #include <rstream/edge/http1_proxy.hpp>
+#include <rstream/edge/http2_proxy.hpp>
 #include <rstream/edge/registry.hpp>
 #include <rstream/edge/token.hpp>
 #include <rstream/transport/tls_stream.hpp>

@@ -84,10 +84,10 @@ asio::awaitable<void> engine::state::handle_published(asio::ip::tcp::socket sock
     }
 
     // Terminated at the edge with the engine's certificate, then plaintext to the agent
-    // (tls) or HTTP proxied (http; HTTP/1.1 downstream).
+    // (tls) or HTTP proxied (http: HTTP/2 or HTTP/1.1 downstream, as ALPN picks).
     std::vector<std::string> prefs;
     if (protocol == "http")
-        prefs = {"http/1.1"};
+        prefs = {"h2", "http/1.1"};
     else
         prefs.assign(props.tls_alpns().begin(), props.tls_alpns().end());
     transport::tls_stream down(std::move(socket), published_ctx.get(), transport::tls_role::server);
@@ -229,8 +229,12 @@ asio::awaitable<void> engine::state::serve_http(transport::tls_stream& down, std
     auto id = next_id++;
     relays[id] = [&down] { down.close(); };
     try {
-        co_await serve_http1<transport::tls_stream, transport::tls_stream>(down, peer, route, http, pool, open,
-                                                                           on_request);
+        if (down.selected_alpn() == "h2")
+            co_await serve_http2<transport::tls_stream, transport::tls_stream>(down, peer, route, http, pool, open,
+                                                                               on_request);
+        else
+            co_await serve_http1<transport::tls_stream, transport::tls_stream>(down, peer, route, http, pool, open,
+                                                                               on_request);
     } catch (const std::exception& e) {
         log::info("http connection ended", {{"host", hostname}, {"reason", describe(e)}});
     }
