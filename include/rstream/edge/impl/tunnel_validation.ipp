@@ -294,6 +294,9 @@ RSTREAM_DECL boost::system::error_code validate_tunnel_request(const protocol::T
          is_true(req.has_datagram_guaranteed_delivery(), req.datagram_guaranteed_delivery())},
         {"allow_cross_region_routing", "cross-region routing",
          is_true(req.has_allow_cross_region_routing(), req.allow_cross_region_routing())},
+        // The edge speaks HTTP/1.1 to upstreams today, in plaintext through the agent.
+        {"http_version", "h2c upstream", publish && protocol == "http" && http_version == "h2c"},
+        {"upstream_tls", "TLS towards the upstream", publish && upstream_tls},
     };
     std::vector<const unenforced*> refused;
     for (const unenforced& p : properties)
