@@ -155,6 +155,39 @@ struct attempt_state {
 
 enum class outcome { keep, close, retry, splice };
 
+/// An upstream stream for one request: the newest idle one of the pool when `may_reuse`,
+/// else a fresh one; or why none could be had (offline tunnel, failed stream open).
+/// Shared by the HTTP/1.1 and HTTP/2 proxies.
+template <class U>
+struct acquired_upstream {
+    std::optional<U> stream;
+    bool pooled = false;
+    std::optional<request_refusal> failed;
+};
+
+template <class U>
+asio::awaitable<acquired_upstream<U>> acquire_upstream(upstream_pool<U>& pool,
+                                                      const std::function<asio::awaitable<U>()>& open,
+                                                      bool may_reuse) {
+    acquired_upstream<U> got;
+    if (may_reuse && !pool.idle.empty()) {
+        got.stream.emplace(std::move(pool.idle.back()));
+        pool.idle.pop_back();
+        got.pooled = true;
+        co_return got;
+    }
+    try {
+        got.stream.emplace(co_await open());
+    } catch (const error_with_message& e) {
+        got.failed = request_refusal{e.code() == error::tunnel_not_found ? http_failure::tunnel_offline
+                                                                         : http_failure::stream_failed,
+                                     e.what()};
+    } catch (const std::exception& e) {
+        got.failed = request_refusal{http_failure::stream_failed, describe(e)};
+    }
+    co_return got;
+}
+
 template <class Downstream, class Upstream>
 class connection {
 public:
@@ -313,31 +346,15 @@ asio::awaitable<bool> connection<D, U>::serve(request_parser& p) {
     outcome result = outcome::close;
     // A pooled stream that turns out dead is replaced once by a fresh one.
     for (int attempt_no = 0; attempt_no < 2; ++attempt_no) {
-        std::optional<U> up;
-        bool pooled = false;
-        if (attempt_no == 0 && !pool_->idle.empty()) {
-            up.emplace(std::move(pool_->idle.back()));
-            pool_->idle.pop_back();
-            pooled = true;
-        } else {
-            std::optional<request_refusal> failed;
-            try {
-                up.emplace(co_await open_upstream_());
-            } catch (const error_with_message& e) {
-                failed = request_refusal{e.code() == error::tunnel_not_found ? http_failure::tunnel_offline
-                                                                             : http_failure::stream_failed,
-                                         e.what()};
-            } catch (const std::exception& e) {
-                failed = request_refusal{http_failure::stream_failed, describe(e)};
-            }
-            if (failed) {
-                // Keep the connection only if the request was read whole (no body left unread).
-                bool keep = co_await answer(x, failed->failure, failed->detail, !(x.client_keep_alive && p.is_done()));
-                report(x);
-                co_return keep;
-            }
+        auto got = co_await acquire_upstream(*pool_, open_upstream_, attempt_no == 0);
+        if (got.failed) {
+            // Keep the connection only if the request was read whole (no body left unread).
+            bool keep =
+                co_await answer(x, got.failed->failure, got.failed->detail, !(x.client_keep_alive && p.is_done()));
+            report(x);
+            co_return keep;
         }
-        result = co_await attempt(p, x, *up, pooled);
+        result = co_await attempt(p, x, *got.stream, got.pooled);
         if (result != outcome::retry)
             break;
     }

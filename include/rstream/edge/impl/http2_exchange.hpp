@@ -52,28 +52,13 @@ asio::awaitable<void> connection<D, U>::exchange(stream& s, record& x) {
 
     // A pooled stream that turns out dead is replaced once by a fresh one.
     for (int attempt_no = 0; attempt_no < 2; ++attempt_no) {
-        std::optional<U> up;
-        bool pooled = false;
-        if (attempt_no == 0 && !pool_->idle.empty()) {
-            up.emplace(std::move(pool_->idle.back()));
-            pool_->idle.pop_back();
-            pooled = true;
-        } else {
-            std::optional<request_refusal> failed;
-            try {
-                up.emplace(co_await open_upstream_());
-            } catch (const error_with_message& e) {
-                failed = request_refusal{e.code() == error::tunnel_not_found ? http_failure::tunnel_offline
-                                                                             : http_failure::stream_failed,
-                                         e.what()};
-            } catch (const std::exception& e) {
-                failed = request_refusal{http_failure::stream_failed, describe(e)};
-            }
-            if (failed) {
-                answer(s, x, failed->failure, failed->detail);
-                co_return;
-            }
+        auto got = co_await detail::http1::acquire_upstream(*pool_, open_upstream_, attempt_no == 0);
+        if (got.failed) {
+            answer(s, x, got.failed->failure, got.failed->detail);
+            co_return;
         }
+        std::optional<U>& up = got.stream;
+        const bool pooled = got.pooled;
         if (s.aborted || s.closed) {
             give_back(std::move(*up));  // unused, still good
             co_return;
