@@ -3,4 +3,5 @@
 #include <rstream/tunnel/impl/control_channel.ipp>
 #include <rstream/dialer/impl/dial.ipp>
 #include <rstream/tunnel/impl/proxy_protocol.ipp>
+#include <rstream/tunnel/impl/http_observer.ipp>
 #include <rstream/tunnel/impl/forward.ipp>

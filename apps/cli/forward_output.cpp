@@ -100,6 +100,17 @@ public:
             emit("stream.error", {{"stream_id", e.stream_id}, {"source_ip", e.source_ip}, {"error", e.error}},
                  clock_text() + "  stream " + id + "  closed: " + e.error + " (the tunnel stays up)");
             break;
+        case k::http_request:
+            emit("http.request",
+                 {{"stream_id", e.stream_id},
+                  {"source_ip", e.source_ip},
+                  {"method", e.http.method},
+                  {"path", e.http.target},
+                  {"status", e.http.status},
+                  {"duration_ms", e.http.duration.count()}},
+                 clock_text() + "  " + e.http.method + " " + e.http.target + "  " + std::to_string(e.http.status) +
+                     "  " + std::to_string(e.http.duration.count()) + " ms");
+            break;
         }
     }
 
@@ -168,6 +179,11 @@ public:
             ++total_;
             push(clock_text() + "  " + pad(who, 16) + "  " + e.error);
             break;
+        case k::http_request:
+            ++requests_;
+            push(clock_text() + "  " + pad(e.http.method, 7) + " " + pad(e.http.target, 32) + " " +
+                 std::to_string(e.http.status) + "  " + std::to_string(e.http.duration.count()) + " ms");
+            break;
         }
         render();
     }
@@ -214,8 +230,10 @@ private:
         out += "Forwarding    " + forwarding_address(props_) + " -> " + target_ + "\n";
         out += "Engine        " + engine_ + "\n";
         out += "Connections   open " + std::to_string(open_) + "   total " + std::to_string(total_) + "   in " +
-               human_bytes(bytes_in_) + "   out " + human_bytes(bytes_out_) + "\n\n";
-        out += "Recent connections\n";
+               human_bytes(bytes_in_) + "   out " + human_bytes(bytes_out_) + "\n";
+        if (requests_ > 0)
+            out += "HTTP requests " + std::to_string(requests_) + "\n";
+        out += "\nRecent\n";
         for (const auto& l : recent_)
             out += "  " + l + "\n";
         std::fwrite(out.data(), 1, out.size(), stdout);
@@ -224,7 +242,7 @@ private:
 
     tunnel_properties props_;
     std::string target_, engine_, status_ = "connecting";
-    std::uint64_t open_ = 0, total_ = 0, bytes_in_ = 0, bytes_out_ = 0;
+    std::uint64_t open_ = 0, total_ = 0, bytes_in_ = 0, bytes_out_ = 0, requests_ = 0;
     std::deque<std::string> recent_;
 };
 

@@ -21,6 +21,9 @@ version=$(hcurl --http2 -o "$T/got.bin" -w '%{http_version}' "$base/bytes/314572
 python3 "$E2E_DIR/upstream.py" pattern 3145728 >"$T/want.bin"
 cmp -s "$T/got.bin" "$T/want.bin" || fail "the HTTP/2 body differs from what the upstream sent"
 
+check "rstream forward shows each request it relayed: method, path, status"
+wait_for_line "$LOGS/web.log" '  GET /bytes/3145728  200  [0-9]+ ms$' 30 "$FORWARD_PID"
+
 check "nghttp (a client that only speaks HTTP/2) gets the answer"
 timeout -k 5 60 nghttp -s "$base/bytes/1000" >"$LOGS/nghttp.log" 2>&1 ||
     fail "nghttp failed: $(tail -n 3 "$LOGS/nghttp.log")"

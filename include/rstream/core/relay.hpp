@@ -14,6 +14,7 @@
 #include <boost/asio/write.hpp>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 
 namespace rstream {
@@ -55,14 +56,20 @@ void close_stream(Stream& s) {
 
 /// One direction: read until end of data, write everything, then half-close the writer.
 /// On an error both streams are closed, which ends the other direction too.
+/// Sees the bytes of one direction as they pass (never changes them).
+using relay_tap = std::function<void(const void*, std::size_t)>;
+
 template <class From, class To>
-asio::awaitable<void> pump(From& from, To& to, std::uint64_t& moved, bool& clean, std::size_t buffer_size) {
+asio::awaitable<void> pump(From& from, To& to, std::uint64_t& moved, bool& clean, std::size_t buffer_size,
+                           relay_tap tap = {}) {
     auto buf = std::make_unique<std::uint8_t[]>(buffer_size);
     for (;;) {
         boost::system::error_code ec;
         std::size_t n = co_await from.async_read_some(asio::buffer(buf.get(), buffer_size),
                                                       asio::redirect_error(asio::use_awaitable, ec));
         if (n > 0) {
+            if (tap)
+                tap(buf.get(), n);
             boost::system::error_code wec;
             co_await asio::async_write(to, asio::buffer(buf.get(), n), asio::redirect_error(asio::use_awaitable, wec));
             if (wec) {
@@ -91,14 +98,16 @@ asio::awaitable<void> pump(From& from, To& to, std::uint64_t& moved, bool& clean
 
 /// Copies a→b and b→a until both directions ended. End of data on one side becomes a
 /// half-close of the other (TLS close_notify or TCP FIN); an error closes both.
+/// `tap_ab` and `tap_ba` (optional) see the bytes of each direction as they pass.
 template <class A, class B>
-asio::awaitable<relay_result> relay(A& a, B& b, std::size_t buffer_size = 64 * 1024) {
+asio::awaitable<relay_result> relay(A& a, B& b, std::size_t buffer_size = 64 * 1024, detail::relay_tap tap_ab = {},
+                                    detail::relay_tap tap_ba = {}) {
     relay_result r;
     bool clean_ab = true, clean_ba = true;
     auto ex = co_await asio::this_coro::executor;
     co_await asio::experimental::make_parallel_group(
-        asio::co_spawn(ex, detail::pump(a, b, r.a_to_b, clean_ab, buffer_size), asio::deferred),
-        asio::co_spawn(ex, detail::pump(b, a, r.b_to_a, clean_ba, buffer_size), asio::deferred))
+        asio::co_spawn(ex, detail::pump(a, b, r.a_to_b, clean_ab, buffer_size, std::move(tap_ab)), asio::deferred),
+        asio::co_spawn(ex, detail::pump(b, a, r.b_to_a, clean_ba, buffer_size, std::move(tap_ba)), asio::deferred))
         .async_wait(asio::experimental::wait_for_all(), asio::use_awaitable);
     r.clean = clean_ab && clean_ba;
     co_return r;

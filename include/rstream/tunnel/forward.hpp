@@ -3,6 +3,7 @@
 
 #include <rstream/config.hpp>
 #include <rstream/tunnel/client.hpp>
+#include <rstream/tunnel/http_observer.hpp>
 #include <rstream/tunnel/proxy_protocol.hpp>
 
 #include <boost/asio/awaitable.hpp>
@@ -26,13 +27,14 @@ RSTREAM_DECL std::string to_string(const forward_target& t);
 
 /// What happened to one forwarded stream.
 struct forward_event {
-    enum class kind { opened, closed, target_unreachable } what;
+    enum class kind { opened, closed, target_unreachable, http_request } what;
     std::string stream_id;
     std::string source_ip;
     std::uint64_t bytes_in = 0;   // downstream → target
     std::uint64_t bytes_out = 0;  // target → downstream
     std::chrono::milliseconds duration{0};
     std::string error;            // with target_unreachable
+    http_exchange http;           // with http_request (published http tunnels)
 };
 
 /// How streams are handed to the target.
@@ -40,6 +42,8 @@ struct forward_settings {
     /// Send a PROXY protocol header with the client's address first (published tcp and tls
     /// tunnels; the engine does not tell the client's port, so it is 0).
     proxy_protocol proxy = proxy_protocol::none;
+    /// Set by async_forward for published http tunnels: report each HTTP request relayed.
+    bool observe_http = false;
 };
 
 /// Accepts streams from `t` until it ends and relays each to `target` (half-close carried

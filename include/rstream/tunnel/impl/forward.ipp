@@ -69,7 +69,24 @@ inline asio::awaitable<void> forward_one(stream s, forward_target target,
     }
     if (on_event)
         on_event(ev);
-    auto r = co_await relay(s, upstream);
+    // Published http tunnels: show each request the engine sends through this stream.
+    std::shared_ptr<http_observer> watcher;
+    relay_result r;
+    if (settings.observe_http) {
+        auto request_event = ev;
+        watcher = std::make_shared<http_observer>([on_event, request_event](const http_exchange& x) mutable {
+            request_event.what = forward_event::kind::http_request;
+            request_event.http = x;
+            if (on_event)
+                on_event(request_event);
+        });
+        // Named, not written inside the co_await expression (GCC 12 mishandles lambdas there).
+        detail::relay_tap requests = [watcher](const void* d, std::size_t n) { watcher->requests(d, n); };
+        detail::relay_tap responses = [watcher](const void* d, std::size_t n) { watcher->responses(d, n); };
+        r = co_await relay(s, upstream, 64 * 1024, requests, responses);
+    } else {
+        r = co_await relay(s, upstream);
+    }
     ev.what = forward_event::kind::closed;
     ev.bytes_in = r.a_to_b;
     ev.bytes_out = r.b_to_a;
@@ -83,6 +100,8 @@ inline asio::awaitable<void> forward_one(stream s, forward_target target,
 asio::awaitable<void> async_forward(tunnel t, forward_target target,
                                     std::function<void(const forward_event&)> on_event, forward_settings settings) {
     auto ex = co_await asio::this_coro::executor;
+    auto props = t.properties();
+    settings.observe_http = props.publish && props.protocol == "http";
     for (;;) {
         stream s = co_await t.async_accept();
         asio::co_spawn(ex, detail::forward_one(std::move(s), target, on_event, settings), asio::detached);
