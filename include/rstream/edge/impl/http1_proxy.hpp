@@ -125,6 +125,19 @@ inline std::string duration_text(std::chrono::milliseconds d) {
     return std::to_string(d.count()) + " ms";
 }
 
+/// Why an upstream exchange ended before a usable response head, for the engine's answer:
+/// timed out (504), not HTTP (502 invalid), or closed/reset (502).
+inline request_refusal upstream_failure(const boost::system::error_code& ec, bool timed_out,
+                                        std::chrono::milliseconds timeout) {
+    if (timed_out)
+        return {http_failure::upstream_timeout, duration_text(timeout)};
+    if (is_http_error(ec) && ec != http::error::end_of_stream && ec != http::error::partial_message)
+        return {http_failure::upstream_invalid, ec.message()};
+    if (ec != http::error::end_of_stream && ec != asio::error::eof)
+        return {http_failure::upstream_closed, ec.message()};
+    return {http_failure::upstream_closed, {}};
+}
+
 /// One request and its response, as far as the connection needs to remember.
 struct exchange {
     clock::time_point start = clock::now();
@@ -611,19 +624,9 @@ asio::awaitable<outcome> connection<D, U>::fail_before_response(exchange& x, U& 
     if (retryable && !timed_out)
         co_return outcome::retry;
     close_now(up);
-    http_failure failure = http_failure::upstream_closed;
-    std::string detail;
-    if (timed_out) {
-        failure = http_failure::upstream_timeout;
-        detail = duration_text(limits_.upstream_timeout);
-    } else if (is_http_error(ec) && ec != http::error::end_of_stream && ec != http::error::partial_message) {
-        failure = http_failure::upstream_invalid;
-        detail = ec.message();
-    } else if (ec != http::error::end_of_stream && ec != asio::error::eof) {
-        detail = ec.message();
-    }
+    auto why = upstream_failure(ec, timed_out, limits_.upstream_timeout);
     bool close = !(x.client_keep_alive && request_forwarded(x, st));
-    bool keep = co_await answer(x, failure, detail, close);
+    bool keep = co_await answer(x, why.failure, why.detail, close);
     if (!request_forwarded(x, st))
         abandon_request_body(up, st);
     co_return keep ? outcome::keep : outcome::close;

@@ -313,18 +313,8 @@ outcome connection<D, U>::fail_before_response(stream& s, record& x, U& up, atte
     if (retryable && !timed_out)
         return outcome::retry;
     close_now(up);
-    http_failure failure = http_failure::upstream_closed;
-    std::string detail;
-    if (timed_out) {
-        failure = http_failure::upstream_timeout;
-        detail = duration_text(limits_.upstream_timeout);
-    } else if (is_http_error(ec) && ec != http::error::end_of_stream && ec != http::error::partial_message) {
-        failure = http_failure::upstream_invalid;
-        detail = ec.message();
-    } else if (ec != http::error::end_of_stream && ec != asio::error::eof) {
-        detail = ec.message();
-    }
-    answer(s, x, failure, detail);
+    auto why = detail::http1::upstream_failure(ec, timed_out, limits_.upstream_timeout);
+    answer(s, x, why.failure, why.detail);
     return outcome::done;
 }
 
