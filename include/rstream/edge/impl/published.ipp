@@ -325,8 +325,16 @@ asio::awaitable<void> engine::state::redirect_one(asio::ip::tcp::socket socket) 
         const std::string suffix = ".t." + cfg.host;
         if (host == cfg.host || (host.size() > suffix.size() && host.ends_with(suffix))) {
             auto port = acceptor->local_endpoint().port();
-            std::string location = "https://" + host + (port == 443 ? "" : ":" + std::to_string(port)) +
-                                   std::string(req.target().empty() ? "/" : req.target());
+            // Origin-form keeps its path and query; an absolute-form target (a client that
+            // takes us for a proxy) keeps only its path.
+            std::string target(req.target());
+            if (target.rfind("http://", 0) == 0) {
+                auto slash = target.find('/', 7);
+                target = slash == std::string::npos ? "/" : target.substr(slash);
+            }
+            if (target.empty() || target.front() != '/')
+                target = "/";
+            std::string location = "https://" + host + (port == 443 ? "" : ":" + std::to_string(port)) + target;
             response = "HTTP/1.1 308 Permanent Redirect\r\nLocation: " + location +
                        "\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
         } else {
