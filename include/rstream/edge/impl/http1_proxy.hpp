@@ -178,6 +178,18 @@ struct acquired_upstream {
     std::optional<request_refusal> failed;
 };
 
+/// Puts a stream that may carry another request back into the pool, newest last, dropping
+/// the oldest past the smaller of the pool's and the limits' bound.
+template <class U>
+void release_upstream(upstream_pool<U>& pool, U&& up, std::size_t max_idle) {
+    auto bound = std::min(pool.max_idle, max_idle);
+    if (bound == 0)
+        return;
+    pool.idle.push_back(std::move(up));
+    while (pool.idle.size() > bound)
+        pool.idle.pop_front();
+}
+
 template <class U>
 asio::awaitable<acquired_upstream<U>> acquire_upstream(upstream_pool<U>& pool,
                                                       const std::function<asio::awaitable<U>()>& open,
@@ -249,14 +261,7 @@ private:
         down_broken_ = true;
         close_now(down_);
     }
-    void give_back(Upstream&& up) {
-        auto bound = std::min(pool_->max_idle, limits_.max_idle_upstreams);
-        if (bound == 0)
-            return;
-        pool_->idle.push_back(std::move(up));
-        while (pool_->idle.size() > bound)
-            pool_->idle.pop_front();
-    }
+    void give_back(Upstream&& up) { release_upstream(*pool_, std::move(up), limits_.max_idle_upstreams); }
     void report(exchange& x) {
         x.log.duration = std::chrono::duration_cast<std::chrono::milliseconds>(clock::now() - x.start);
         if (on_request_)

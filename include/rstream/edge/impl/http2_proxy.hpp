@@ -124,14 +124,7 @@ private:
         s.request_progress.set();
         close_now(up);
     }
-    void give_back(Upstream&& up) {
-        auto bound = std::min(pool_->max_idle, limits_.max_idle_upstreams);
-        if (bound == 0)
-            return;
-        pool_->idle.push_back(std::move(up));
-        while (pool_->idle.size() > bound)
-            pool_->idle.pop_front();
-    }
+    void give_back(Upstream&& up) { detail::http1::release_upstream(*pool_, std::move(up), limits_.max_idle_upstreams); }
     void report(record& x) {
         x.log.duration = std::chrono::duration_cast<std::chrono::milliseconds>(clock::now() - x.start);
         if (!on_request_)
