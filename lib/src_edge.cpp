@@ -2,3 +2,4 @@
 #include <rstream/edge/impl/engine.ipp>
 #include <rstream/edge/impl/agent_session.ipp>
 #include <rstream/edge/impl/published.ipp>
+#include <rstream/edge/impl/upstream_tls.ipp>

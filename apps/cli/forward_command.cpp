@@ -14,7 +14,11 @@
 #include <CLI/CLI.hpp>
 
 #include <chrono>
+#include <cerrno>
 #include <csignal>
+#include <cstring>
+#include <fstream>
+#include <sstream>
 #include <cstdio>
 #include <ctime>
 #include <memory>
@@ -31,6 +35,9 @@ struct forward_options {
     bool http = false, tls = false, tcp = false;
     std::string host, http_version, tls_mode, tls_min_version, proxy_protocol, host_header;
     std::vector<std::string> tls_alpns;
+    bool upstream_tls = false;
+    bool upstream_tls_verify = false;
+    std::string upstream_tls_ca_file;
     std::string name;
     std::vector<std::string> labels;
     std::string output = "auto";
@@ -48,6 +55,13 @@ rstream::tunnel_properties make_properties(const forward_options& o) {
         p.tls_mode = o.tls_mode;
         p.tls_alpns = o.tls_alpns;
         p.tls_min_version = o.tls_min_version;
+        if (o.upstream_tls || o.upstream_tls_verify)
+            p.upstream_tls = true;
+        p.upstream_tls_verify = o.upstream_tls_verify;
+    } else if (o.upstream_tls || o.upstream_tls_verify) {
+        rstream::throw_error(rstream::error::invalid_configuration,
+                             "--upstream-tls is for published tunnels (the engine speaks TLS to the upstream); drop "
+                             "--no-publish");
     } else if (o.http || o.tls || o.tcp || !o.host.empty()) {
         rstream::throw_error(rstream::error::invalid_configuration,
                              "--http, --tls, --tcp and --host are for published tunnels; drop --no-publish");
@@ -59,6 +73,24 @@ rstream::tunnel_properties make_properties(const forward_options& o) {
         p.labels[kv.substr(0, eq)] = kv.substr(eq + 1);
     }
     return p;
+}
+
+std::string read_ca_file(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in)
+        rstream::throw_error(rstream::error::invalid_configuration,
+                             "--upstream-tls-verify: cannot read '" + path + "': " + std::strerror(errno));
+    std::ostringstream text;
+    text << in.rdbuf();
+    std::string pem = text.str();
+    if (pem.find("-----BEGIN CERTIFICATE-----") == std::string::npos)
+        rstream::throw_error(rstream::error::invalid_configuration,
+                             "--upstream-tls-verify: '" + path + "' holds no PEM certificate");
+    if (pem.size() > 16 * 1024)
+        rstream::throw_error(rstream::error::invalid_configuration,
+                             "--upstream-tls-verify: '" + path +
+                                 "' is larger than 16 KiB; pass only the CA that signed the upstream's certificate");
+    return pem;
 }
 
 int run_forward(const forward_options& o, const rstream::apps::client_flags& flags) {
@@ -83,6 +115,12 @@ int run_forward(const forward_options& o, const rstream::apps::client_flags& fla
                 rstream::throw_error(rstream::error::invalid_configuration,
                                      "--host-header is for published http tunnels");
             props.host_header = o.host_header == "rewrite" ? rstream::to_string(target) : o.host_header;
+        }
+        if (props.upstream_tls) {
+            // The engine checks the certificate against the name the agent connects to.
+            props.upstream_tls_server_name = target.host;
+            if (!o.upstream_tls_ca_file.empty())
+                props.upstream_tls_ca_pem = read_ca_file(o.upstream_tls_ca_file);
         }
         if (o.proxy_protocol == "v1")
             settings.proxy = rstream::proxy_protocol::v1;
@@ -180,6 +218,14 @@ CLI::App* add_forward_command(CLI::App& root, rstream::apps::client_flags& flags
                     "Vite or Django) or a literal value");
     cmd->add_option("--http-version", o->http_version, "Upstream HTTP version")
         ->check(CLI::IsMember({"http/1.1", "h2c"}));
+    cmd->add_flag("--upstream-tls", o->upstream_tls,
+                  "The engine speaks TLS to the target, through the tunnel (http: ALPN picks h2 or http/1.1; "
+                  "tls: the client's ALPN is passed on). The certificate is not verified unless --upstream-tls-verify");
+    auto* verify = cmd->add_option("--upstream-tls-verify", o->upstream_tls_ca_file,
+                                   "Verify the target's certificate (implies --upstream-tls): against the engine's "
+                                   "trust store, or =CAFILE (PEM, sent to the engine with the tunnel)")
+                       ->expected(0, 1)
+                       ->type_name("[=CAFILE]");
     cmd->add_option("--tls-mode", o->tls_mode, "TLS tunnels: terminate at the edge, or pass through to the upstream")
         ->check(CLI::IsMember({"terminated", "passthrough"}));
     cmd->add_option("--tls-alpn", o->tls_alpns, "TLS tunnels: ALPN protocols the edge offers (repeatable)");
@@ -197,6 +243,9 @@ CLI::App* add_forward_command(CLI::App& root, rstream::apps::client_flags& flags
                     "Output: a live view on a terminal (auto), text lines, or one JSON object per event")
         ->check(CLI::IsMember({"auto", "text", "json"}))
         ->capture_default_str();
-    cmd->callback([o, &flags, &exit_code] { exit_code = run_forward(*o, flags); });
+    cmd->callback([o, verify, &flags, &exit_code] {
+        o->upstream_tls_verify = verify->count() > 0;
+        exit_code = run_forward(*o, flags);
+    });
     return cmd;
 }

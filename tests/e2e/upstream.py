@@ -34,11 +34,18 @@
                               "PATH xff=<X-Forwarded-For> proto=<X-Forwarded-Proto>"
   upstream.py pattern N       prints N bytes of the http-record pattern to stdout
 
+Options (after MODE PORT and its arguments; for echo, after-eof, proxy-echo and http-record):
+  --tls CERT KEY              serve TLS with that certificate chain and key (PEM files); each
+                              handshake prints "tls alpn=<protocol or none> sni=<name or none>"
+  --alpn P1,P2,...            with --tls, the ALPN protocols the server accepts, in its order of
+                              preference (default: none, ALPN is not negotiated)
+
 Serves connections concurrently until killed.
 """
 import hashlib
 import os
 import socket
+import ssl
 import sys
 import threading
 
@@ -359,7 +366,52 @@ def run_ws_echo(port, path):
     asyncio.run(serve())
 
 
+def take_options(argv):
+    """Removes --tls CERT KEY and --alpn LIST from argv; returns an SSLContext or None."""
+    cert = key = None
+    alpn = []
+    rest = []
+    i = 0
+    while i < len(argv):
+        if argv[i] == "--tls" and i + 2 < len(argv):
+            cert, key = argv[i + 1], argv[i + 2]
+            i += 3
+        elif argv[i] == "--alpn" and i + 1 < len(argv):
+            alpn = [p for p in argv[i + 1].split(",") if p]
+            i += 2
+        else:
+            rest.append(argv[i])
+            i += 1
+    argv[:] = rest
+    if cert is None:
+        if alpn:
+            sys.exit("upstream.py: --alpn needs --tls")
+        return None
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    if alpn:
+        ctx.set_alpn_protocols(alpn)
+    return ctx
+
+
+def remember_sni(tls, server_name, _ctx):
+    tls.e2e_sni = server_name
+
+
+def with_tls(ctx, handler):
+    """handler over TLS: the handshake runs in the connection's thread."""
+    ctx.sni_callback = remember_sni
+
+    def serve(conn):
+        tls = ctx.wrap_socket(conn, server_side=True)
+        sni = getattr(tls, "e2e_sni", None)
+        print(f"tls alpn={tls.selected_alpn_protocol() or 'none'} sni={sni or 'none'}", flush=True)
+        handler(tls)
+    return serve
+
+
 def main():
+    tls_ctx = take_options(sys.argv)
     mode = sys.argv[1]
     if mode == "pattern":
         write_pattern(sys.stdout.buffer.write, int(sys.argv[2]))
@@ -376,6 +428,8 @@ def main():
         handler = lambda c: serve_http_record(c, rec)  # noqa: E731
     else:
         handler = {"echo": serve_echo, "after-eof": serve_after_eof}[mode]
+    if tls_ctx is not None:
+        handler = with_tls(tls_ctx, handler)
     srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     srv.bind(("127.0.0.1", port))

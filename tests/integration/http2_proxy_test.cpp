@@ -5,6 +5,7 @@
 
 #include <rstream/core/error.hpp>
 #include <rstream/edge/http2_proxy.hpp>
+#include <rstream/edge/upstream_stream.hpp>
 #include <rstream/transport/tls_stream.hpp>
 
 #include <boost/asio/co_spawn.hpp>
@@ -331,11 +332,11 @@ bool contains(const std::string& text, const std::string& part) { return text.fi
 
 } // namespace
 
-// The engine's instantiation (TLS on both sides) compiles as well.
-template boost::asio::awaitable<void> rstream::edge::serve_http2<rstream::transport::tls_stream, rstream::transport::tls_stream>(
+// The engine's instantiation (TLS downstream, type-erased upstream) compiles as well.
+template boost::asio::awaitable<void> rstream::edge::serve_http2<rstream::transport::tls_stream, edge::upstream_stream>(
     rstream::transport::tls_stream&, boost::asio::ip::address, const edge::http_route&, const edge::http_limits&,
-    std::shared_ptr<edge::upstream_pool<rstream::transport::tls_stream>>,
-    std::function<boost::asio::awaitable<rstream::transport::tls_stream>()>,
+    std::shared_ptr<edge::upstream_pool<edge::upstream_stream>>,
+    std::function<boost::asio::awaitable<edge::upstream_stream>()>,
     std::function<void(const edge::http_log_entry&)>, edge::http2_limits);
 
 TEST_CASE("published http tunnel serves HTTP/2 GET bodies byte-exact", "[http2]") {

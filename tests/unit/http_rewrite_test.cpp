@@ -287,6 +287,7 @@ TEST_CASE("each failure has its status and names the tunnel") {
     CHECK(http_error_for(http_failure::unknown_hostname, host, "").status == http::status::not_found);
     for (auto [failure, status] : {expected{http_failure::tunnel_offline, http::status::bad_gateway},
                                    expected{http_failure::stream_failed, http::status::bad_gateway},
+                                   expected{http_failure::upstream_tls_failed, http::status::bad_gateway},
                                    expected{http_failure::upstream_closed, http::status::bad_gateway},
                                    expected{http_failure::upstream_invalid, http::status::bad_gateway},
                                    expected{http_failure::upstream_timeout, http::status::gateway_timeout},

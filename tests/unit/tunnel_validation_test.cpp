@@ -236,8 +236,9 @@ TEST_CASE("http_version: known values, http tunnels only, never with upstream_tl
     const auto http = [](std::string_view version, std::string_view protocol = "http") {
         return tunnel(true, protocol, [version](TunnelProperties& p) { p.mutable_http_version()->set_value(std::string(version)); });
     };
-    // h2c and upstream TLS are valid requests this engine does not serve yet.
-    refused(http("h2c"), error::feature_not_available, "'http_version' (h2c upstream)");
+    const outcome h2c = validate(http("h2c"));
+    REQUIRE(!h2c.ec);
+    CHECK(h2c.stored.http_version().value() == "h2c");
     refused(http("http/2"), error::invalid_request, "property 'http_version' must be");
     refused(http("h2c", "tls"), error::invalid_request, "property 'http_version' only applies to http tunnels");
     refused(tunnel(true, "http", [](TunnelProperties& p) {
@@ -246,8 +247,46 @@ TEST_CASE("http_version: known values, http tunnels only, never with upstream_tl
             }),
             error::invalid_request, "upstream_tls");
     refused(http("h3"), error::feature_not_available, "'h3'");
-    refused(tunnel(true, "http", option("upstream_tls")), error::feature_not_available,
-            "'upstream_tls' (TLS towards the upstream)");
+    // With upstream TLS, ALPN picks the version: none is stored.
+    const outcome tls = validate(tunnel(true, "http", option("upstream_tls")));
+    REQUIRE(!tls.ec);
+    CHECK(tls.stored.upstream_tls().value());
+    CHECK_FALSE(tls.stored.has_http_version());
+}
+
+TEST_CASE("upstream TLS verification settings need upstream_tls and are stored as asked") {
+    const auto with_tls = [](bool upstream_tls, const change& more) {
+        return tunnel(true, "http", [=](TunnelProperties& p) {
+            if (upstream_tls)
+                p.mutable_upstream_tls()->set_value(true);
+            more(p);
+        });
+    };
+    const std::string pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+    const outcome out = validate(with_tls(true, [&](TunnelProperties& p) {
+        p.mutable_upstream_tls_verify()->set_value(true);
+        p.mutable_upstream_tls_ca_pem()->set_value(pem);
+        p.mutable_upstream_tls_server_name()->set_value("localhost");
+    }));
+    REQUIRE(!out.ec);
+    CHECK(out.stored.upstream_tls_verify().value());
+    CHECK(out.stored.upstream_tls_ca_pem().value() == pem);
+    CHECK(out.stored.upstream_tls_server_name().value() == "localhost");
+
+    refused(with_tls(false, [](TunnelProperties& p) { p.mutable_upstream_tls_verify()->set_value(true); }),
+            error::invalid_request, "property 'upstream_tls_verify' only applies with upstream_tls");
+    refused(with_tls(false, [](TunnelProperties& p) { p.mutable_upstream_tls_server_name()->set_value("x"); }),
+            error::invalid_request, "property 'upstream_tls_server_name' only applies with upstream_tls");
+    refused(with_tls(true, [](TunnelProperties& p) { p.mutable_upstream_tls_ca_pem()->set_value("not a pem"); }),
+            error::invalid_request, "holds no PEM certificate");
+    refused(with_tls(true, [&](TunnelProperties& p) {
+                p.mutable_upstream_tls_ca_pem()->set_value(pem + std::string(17 * 1024, 'A'));
+            }),
+            error::invalid_request, "larger than 16384 bytes");
+    refused(with_tls(true, [](TunnelProperties& p) { p.mutable_upstream_tls_server_name()->set_value("bad name"); }),
+            error::invalid_request, "is not a host name");
+    refused(tunnel(true, "tcp", option("upstream_tls")), error::invalid_request,
+            "property 'upstream_tls' does not apply to published tcp");
 }
 
 TEST_CASE("tls_mode and tls_alpns are for tls tunnels, tls_min_version takes known values") {

@@ -43,6 +43,8 @@ enum class http_failure {
     tunnel_offline,
     /// 502: the agent is there but no stream to it could be opened.
     stream_failed,
+    /// 502: the TLS handshake the engine runs with the upstream (upstream_tls) failed.
+    upstream_tls_failed,
     /// 502: the upstream closed or reset the connection before a complete response head.
     upstream_closed,
     /// 504: the upstream's response head did not arrive in time.

@@ -42,7 +42,8 @@ struct forward_settings {
     /// Send a PROXY protocol header with the client's address first (published tcp and tls
     /// tunnels; the engine does not tell the client's port, so it is 0).
     proxy_protocol proxy = proxy_protocol::none;
-    /// Set by async_forward for published http tunnels: report each HTTP request relayed.
+    /// Set by async_forward for published http tunnels whose upstream HTTP/1.1 the agent sees in
+    /// plaintext (not upstream_tls, not h2c): report each HTTP request relayed.
     bool observe_http = false;
 };
 

@@ -42,7 +42,18 @@ struct tunnel_properties {
     /// `tls1.2` or `tls1.3`.
     std::string tls_min_version;
     std::vector<std::string> tls_ciphers;
+    /// The engine speaks TLS to the upstream, through the tunnel (the agent relays ciphertext).
+    /// HTTP tunnels: ALPN picks h2 or http/1.1. TLS tunnels: the client's ALPN is passed on.
     std::optional<bool> upstream_tls;
+    /// With upstream_tls (our extension): verify the upstream's certificate chain and name.
+    /// Off by default: local services mostly use self-signed certificates.
+    bool upstream_tls_verify = false;
+    /// With upstream_tls_verify: PEM CA certificates to trust (at most 16 KiB); empty: the
+    /// engine's default trust store.
+    std::string upstream_tls_ca_pem;
+    /// With upstream_tls: the SNI sent and the name verified (`rstream forward` sends the
+    /// target's host). Empty: no SNI, and only the chain is verified.
+    std::string upstream_tls_server_name;
     /// Edge authentication and policy (refused by engines that do not enforce them).
     std::optional<bool> token_auth, rstream_auth, challenge_mode, mtls_auth;
     std::vector<std::string> geoip;

@@ -7,6 +7,8 @@
 #include <rstream/edge/http2_proxy.hpp>
 #include <rstream/edge/registry.hpp>
 #include <rstream/edge/token.hpp>
+#include <rstream/edge/upstream_stream.hpp>
+#include <rstream/edge/upstream_tls.hpp>
 #include <rstream/transport/tls_stream.hpp>
 
 #include <boost/asio/ip/tcp.hpp>
@@ -27,6 +29,29 @@ struct identity {
 };
 
 struct agent_session;
+
+namespace detail::h2up {
+class connection;
+}
+
+/// How a published tunnel's requests reach its upstream, shared by all its downstream
+/// connections (http tunnels, and tls tunnels with upstream_tls).
+struct tunnel_upstream {
+    /// Idle HTTP/1.1 upstream streams (keep-alive).
+    std::shared_ptr<upstream_pool<upstream_stream>> pool;
+    /// http_version h2c: one HTTP/2 connection through the tunnel carries many requests.
+    bool h2c = false;
+    /// upstream_tls: the engine speaks TLS to the upstream; for http, ALPN picks h2 or http/1.1.
+    bool tls = false;
+    /// The upstream chose http/1.1 (or no ALPN): no HTTP/2 connection to wait for.
+    bool tls_chose_h1 = false;
+    upstream_tls_settings tls_settings;
+    std::shared_ptr<SSL_CTX> tls_ctx;
+    /// The HTTP/2 connection to the upstream (h2c, or TLS with ALPN h2), while it lasts.
+    std::shared_ptr<detail::h2up::connection> h2;
+    /// Set while an HTTP/2 connection is being opened: others wait for it instead of opening theirs.
+    std::shared_ptr<event> h2_opening;
+};
 
 /// A stream the engine asked an agent for (ProxyConnReq), waiting for its ProxyReq.
 struct pending_stream {
@@ -54,8 +79,8 @@ struct engine::state : std::enable_shared_from_this<engine::state> {
     std::map<std::string, std::shared_ptr<pending_stream>> pending;  // by stream id
     std::map<std::uint64_t, std::function<void()>> relays;  // closers of the spliced streams
     std::map<std::string, std::shared_ptr<asio::ip::tcp::acceptor>> tcp_listeners;  // by tunnel id
-    /// Idle upstream streams of published http tunnels, by tunnel id (keep-alive).
-    std::map<std::string, std::shared_ptr<upstream_pool<transport::tls_stream>>> http_pools;
+    /// Upstream state of published http (and upstream_tls) tunnels, by tunnel id.
+    std::map<std::string, std::shared_ptr<tunnel_upstream>> upstreams;
     http_limits http;
     bool stopping = false;
     event sessions_gone;
@@ -87,6 +112,13 @@ struct engine::state : std::enable_shared_from_this<engine::state> {
     std::uint16_t open_tcp_listener(const std::string& tunnel_id, std::uint16_t wanted, const std::string& credential,
                                     std::string& why);
     asio::awaitable<void> tcp_accept_loop(std::string tunnel_id, std::shared_ptr<asio::ip::tcp::acceptor> acceptor);
+    /// The upstream state of a tunnel (made on first use from its properties). Throws
+    /// error_with_message for a bad upstream CA.
+    std::shared_ptr<tunnel_upstream> upstream_of(const std::string& tunnel_id);
+    /// A stream for one HTTP request of an http tunnel: an idle-pool miss opens a tunnel
+    /// stream (plus TLS with upstream_tls), or an exchange on the tunnel's HTTP/2 connection.
+    asio::awaitable<upstream_stream> open_http_upstream(std::string tunnel_id, asio::ip::address peer,
+                                                        std::shared_ptr<tunnel_upstream> up);
     /// Serves an http tunnel's downstream connection (TLS done).
     asio::awaitable<void> serve_http(transport::tls_stream& down, std::string tunnel_id, std::string hostname,
                                      asio::ip::address peer);

@@ -16,6 +16,7 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/deferred.hpp>
 #include <boost/asio/experimental/parallel_group.hpp>
+#include <boost/asio/ssl/error.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -204,8 +205,13 @@ asio::awaitable<acquired_upstream<U>> acquire_upstream(upstream_pool<U>& pool,
     try {
         got.stream.emplace(co_await open());
     } catch (const error_with_message& e) {
-        got.failed = request_refusal{e.code() == error::tunnel_not_found ? http_failure::tunnel_offline
-                                                                         : http_failure::stream_failed,
+        const auto ec = e.code();
+        const bool tls = ec == error::certificate_verify_failed || ec == error::alpn_mismatch ||
+                         ec == error::handshake_timeout || ec.category() == asio::error::get_ssl_category() ||
+                         ec.category() == asio::ssl::error::get_stream_category();
+        got.failed = request_refusal{ec == error::tunnel_not_found ? http_failure::tunnel_offline
+                                     : tls                         ? http_failure::upstream_tls_failed
+                                                                   : http_failure::stream_failed,
                                      e.what()};
     } catch (const std::exception& e) {
         got.failed = request_refusal{http_failure::stream_failed, describe(e)};

@@ -170,6 +170,8 @@ RSTREAM_DECL http_error http_error_for(http_failure failure, std::string_view ho
         return {http::status::bad_gateway, tunnel + " is offline: " + (d.empty() ? "no agent is connected" : d)};
     case http_failure::stream_failed:
         return {http::status::bad_gateway, tunnel + " could not open a stream to its agent: " + d};
+    case http_failure::upstream_tls_failed:
+        return {http::status::bad_gateway, tunnel + " could not reach the service behind it: " + d};
     case http_failure::upstream_closed:
         return {http::status::bad_gateway,
                 tunnel + ": the service behind it closed the connection before responding" +

@@ -7,6 +7,7 @@
 #include <rstream/core/log.hpp>
 #include <rstream/core/relay.hpp>
 #include <rstream/edge/impl/engine_state.hpp>
+#include <rstream/edge/impl/http2_upstream.hpp>
 
 #include <boost/asio/detached.hpp>
 #include <boost/asio/redirect_error.hpp>
@@ -39,6 +40,19 @@ inline asio::awaitable<void> read_request_head(transport::tls_stream& s, std::st
         head.append(buf, n);
     }
 }
+
+/// Ends an HTTP/2 connection attempt of a tunnel, however it ends: the waiting requests wake.
+struct h2_opening_guard {
+    std::shared_ptr<tunnel_upstream> up;
+    std::shared_ptr<event> ev;
+    ~h2_opening_guard() {
+        if (!ev)
+            return;
+        if (up->h2_opening == ev)
+            up->h2_opening.reset();
+        ev->set();
+    }
+};
 
 } // namespace detail
 
@@ -115,7 +129,98 @@ asio::awaitable<void> engine::state::handle_published(asio::ip::tcp::socket sock
         log::info("published connection closed", {{"host", hostname}, {"reason", describe(e)}});
         co_return;
     }
-    co_await splice(down, *agent, "tls", hostname);
+    if (!(props.has_upstream_tls() && props.upstream_tls().value())) {
+        co_await splice(down, *agent, "tls", hostname);
+        co_return;
+    }
+    // Re-encrypted toward the upstream, offering the ALPN the client negotiated (else the
+    // tunnel's list).
+    upstream_stream up;
+    try {
+        auto state = upstream_of(tunnel_id);
+        std::vector<std::string> alpn;
+        if (auto chosen = down.selected_alpn(); !chosen.empty())
+            alpn.push_back(chosen);
+        else
+            alpn = prefs;
+        auto handshake = upstream_tls_handshake(make_upstream_stream(std::move(*agent)), state->tls_ctx.get(),
+                                                state->tls_settings, alpn);
+        up = co_await with_timeout(std::move(handshake), cfg.stream_connect_timeout, error::handshake_timeout,
+                                   "upstream TLS handshake timed out");
+    } catch (const std::exception& e) {
+        log::info("published connection closed", {{"host", hostname}, {"reason", describe(e)}});
+        co_return;
+    }
+    co_await splice(down, up, "tls", hostname);
+}
+
+std::shared_ptr<tunnel_upstream> engine::state::upstream_of(const std::string& tunnel_id) {
+    auto& up = upstreams[tunnel_id];
+    if (up)
+        return up;
+    const tunnel_entry* entry = tunnels.find_by_id(tunnel_id);
+    if (!entry)
+        throw_error(error::tunnel_not_found, "the tunnel is offline: no agent is connected");
+    const auto& props = entry->properties;
+    auto made = std::make_shared<tunnel_upstream>();
+    made->pool = std::make_shared<upstream_pool<upstream_stream>>();
+    made->pool->max_idle = http.max_idle_upstreams;
+    made->h2c = props.has_http_version() && props.http_version().value() == "h2c";
+    if (made->h2c)
+        made->pool->max_idle = 0;
+    made->tls = props.has_upstream_tls() && props.upstream_tls().value();
+    if (made->tls) {
+        made->tls_settings.verify = props.has_upstream_tls_verify() && props.upstream_tls_verify().value();
+        made->tls_settings.ca_pem = props.has_upstream_tls_ca_pem() ? props.upstream_tls_ca_pem().value() : "";
+        made->tls_settings.server_name =
+            props.has_upstream_tls_server_name() ? props.upstream_tls_server_name().value() : "";
+        made->tls_ctx = make_upstream_tls_context(made->tls_settings);
+    }
+    up = made;
+    return up;
+}
+
+asio::awaitable<upstream_stream> engine::state::open_http_upstream(std::string tunnel_id, asio::ip::address peer,
+                                                                   std::shared_ptr<tunnel_upstream> up) {
+    auto self = shared_from_this();
+    const bool may_be_h2 = up->h2c || (up->tls && !up->tls_chose_h1);
+    // One HTTP/2 connection per tunnel carries every request while it lasts; requests that
+    // arrive while it is being opened wait for it.
+    for (int round = 0; may_be_h2 && round < 2; ++round) {
+        if (up->h2 && up->h2->usable())
+            co_return up->h2->open_exchange();
+        if (!up->h2_opening)
+            break;
+        auto opening = up->h2_opening;
+        co_await opening->async_wait();
+    }
+    std::shared_ptr<event> opening;
+    if (may_be_h2) {
+        opening = std::make_shared<event>(ex);
+        up->h2_opening = opening;
+    }
+    detail::h2_opening_guard wake{up, opening};
+
+    auto stream = make_upstream_stream(co_await open_agent_stream(tunnel_id, peer));
+    detail::h2up::options h2;
+    if (up->tls) {
+        std::string alpn;
+        static const std::vector<std::string> offer{"h2", "http/1.1"};
+        auto handshake = upstream_tls_handshake(std::move(stream), up->tls_ctx.get(), up->tls_settings, offer, &alpn);
+        stream = co_await with_timeout(std::move(handshake), cfg.stream_connect_timeout, error::handshake_timeout,
+                                       "upstream TLS handshake timed out");
+        if (alpn != "h2") {
+            up->tls_chose_h1 = true;
+            co_return stream;
+        }
+        h2.scheme = "https";
+    } else if (!up->h2c) {
+        co_return stream;
+    }
+    h2.idle_timeout = http.idle_timeout;
+    up->pool->max_idle = 0;  // exchanges on an HTTP/2 connection are one request each
+    up->h2 = detail::h2up::connection::start(std::move(stream), h2);
+    co_return up->h2->open_exchange();
 }
 
 std::uint16_t engine::state::open_tcp_listener(const std::string& tunnel_id, std::uint16_t wanted,
@@ -210,13 +315,15 @@ asio::awaitable<void> engine::state::serve_http(transport::tls_stream& down, std
     route.hostname = hostname;
     if (entry->properties.has_host_header())
         route.host_header = entry->properties.host_header().value();
-    auto& pool = http_pools[tunnel_id];
-    if (!pool) {
-        pool = std::make_shared<upstream_pool<transport::tls_stream>>();
-        pool->max_idle = http.max_idle_upstreams;
+    std::shared_ptr<tunnel_upstream> up;
+    try {
+        up = upstream_of(tunnel_id);
+    } catch (const std::exception& e) {
+        log::info("http connection ended", {{"host", hostname}, {"reason", describe(e)}});
+        co_return;
     }
-    std::function<asio::awaitable<transport::tls_stream>()> open = [self, tunnel_id, peer]() {
-        return self->open_agent_stream(tunnel_id, peer);
+    std::function<asio::awaitable<upstream_stream>()> open = [self, tunnel_id, peer, up]() {
+        return self->open_http_upstream(tunnel_id, peer, up);
     };
     std::function<void(const http_log_entry&)> on_request = [hostname, peer](const http_log_entry& r) {
         log::info("http request", {{"host", hostname},
@@ -230,11 +337,11 @@ asio::awaitable<void> engine::state::serve_http(transport::tls_stream& down, std
     relays[id] = [&down] { down.close(); };
     try {
         if (down.selected_alpn() == "h2")
-            co_await serve_http2<transport::tls_stream, transport::tls_stream>(down, peer, route, http, pool, open,
-                                                                               on_request);
+            co_await serve_http2<transport::tls_stream, upstream_stream>(down, peer, route, http, up->pool, open,
+                                                                         on_request);
         else
-            co_await serve_http1<transport::tls_stream, transport::tls_stream>(down, peer, route, http, pool, open,
-                                                                               on_request);
+            co_await serve_http1<transport::tls_stream, upstream_stream>(down, peer, route, http, up->pool, open,
+                                                                         on_request);
     } catch (const std::exception& e) {
         log::info("http connection ended", {{"host", hostname}, {"reason", describe(e)}});
     }
@@ -350,7 +457,11 @@ asio::awaitable<void> engine::state::redirect_one(asio::ip::tcp::socket socket) 
 }
 
 void engine::state::tunnel_removed(const std::string& tunnel_id) {
-    http_pools.erase(tunnel_id);
+    if (auto it = upstreams.find(tunnel_id); it != upstreams.end()) {
+        if (it->second->h2)
+            it->second->h2->close();
+        upstreams.erase(it);
+    }
     if (auto it = tcp_listeners.find(tunnel_id); it != tcp_listeners.end()) {
         boost::system::error_code ignored;
         it->second->close(ignored);

@@ -20,6 +20,7 @@ namespace detail::tunnel_validation {
 inline constexpr std::size_t max_labels = 64;
 inline constexpr std::size_t max_label_key = 63;
 inline constexpr std::size_t max_label_value = 256;
+inline constexpr std::size_t max_upstream_ca_bytes = 16 * 1024;  // a control frame holds 65535 bytes
 
 // An optional property and whether it was asked for.
 struct property {
@@ -294,9 +295,6 @@ RSTREAM_DECL boost::system::error_code validate_tunnel_request(const protocol::T
          is_true(req.has_datagram_guaranteed_delivery(), req.datagram_guaranteed_delivery())},
         {"allow_cross_region_routing", "cross-region routing",
          is_true(req.has_allow_cross_region_routing(), req.allow_cross_region_routing())},
-        // The edge speaks HTTP/1.1 to upstreams today, in plaintext through the agent.
-        {"http_version", "h2c upstream", publish && protocol == "http" && http_version == "h2c"},
-        {"upstream_tls", "TLS towards the upstream", publish && upstream_tls},
     };
     std::vector<const unenforced*> refused;
     for (const unenforced& p : properties)
@@ -304,6 +302,24 @@ RSTREAM_DECL boost::system::error_code validate_tunnel_request(const protocol::T
             refused.push_back(&p);
     if (!refused.empty())
         return refuse(error::feature_not_available, unenforced_message(refused));
+
+    // Our extension: how the engine checks the upstream's certificate (upstream_tls).
+    const bool upstream_tls_verify = is_true(req.has_upstream_tls_verify(), req.upstream_tls_verify());
+    const std::string_view upstream_ca = text_of(req.has_upstream_tls_ca_pem(), req.upstream_tls_ca_pem());
+    const std::string_view upstream_name = text_of(req.has_upstream_tls_server_name(), req.upstream_tls_server_name());
+    if (const std::string_view p = first_asked({{"upstream_tls_verify", upstream_tls_verify},
+                                                {"upstream_tls_ca_pem", !upstream_ca.empty()},
+                                                {"upstream_tls_server_name", !upstream_name.empty()}});
+        !p.empty() && !upstream_tls)
+        return invalid("property " + quoted(p) + " only applies with upstream_tls");
+    if (upstream_ca.size() > max_upstream_ca_bytes)
+        return invalid("property 'upstream_tls_ca_pem' is larger than " + std::to_string(max_upstream_ca_bytes) +
+                       " bytes; pass only the CA that signed the upstream's certificate");
+    if (!upstream_ca.empty() && upstream_ca.find("-----BEGIN CERTIFICATE-----") == std::string_view::npos)
+        return invalid("property 'upstream_tls_ca_pem' holds no PEM certificate");
+    if (upstream_name.size() > 253 || std::any_of(upstream_name.begin(), upstream_name.end(),
+                                                  [](char c) { return c <= 0x20 || c >= 0x7f; }))
+        return invalid("property 'upstream_tls_server_name' " + quoted(upstream_name) + " is not a host name");
 
     // Our extension (docs/protocol.md, extensions): the upstream Host of an http tunnel.
     const std::string_view host_header = text_of(req.has_host_header(), req.host_header());
@@ -355,6 +371,12 @@ RSTREAM_DECL boost::system::error_code validate_tunnel_request(const protocol::T
         *stored.mutable_challenge_mode() = req.challenge_mode();
     if (req.has_upstream_tls())
         *stored.mutable_upstream_tls() = req.upstream_tls();
+    if (upstream_tls_verify)
+        stored.mutable_upstream_tls_verify()->set_value(true);
+    if (!upstream_ca.empty())
+        stored.mutable_upstream_tls_ca_pem()->set_value(std::string(upstream_ca));
+    if (!upstream_name.empty())
+        stored.mutable_upstream_tls_server_name()->set_value(std::string(upstream_name));
     if (req.has_datagram_guaranteed_delivery())
         *stored.mutable_datagram_guaranteed_delivery() = req.datagram_guaranteed_delivery();
     if (req.has_allow_cross_region_routing())

@@ -101,7 +101,9 @@ asio::awaitable<void> async_forward(tunnel t, forward_target target,
                                     std::function<void(const forward_event&)> on_event, forward_settings settings) {
     auto ex = co_await asio::this_coro::executor;
     auto props = t.properties();
-    settings.observe_http = props.publish && props.protocol == "http";
+    // The agent sees HTTP/1.1 in plaintext only: not with TLS to the upstream nor with h2c.
+    settings.observe_http = props.publish && props.protocol == "http" && !props.upstream_tls.value_or(false) &&
+                            props.http_version != "h2c";
     for (;;) {
         stream s = co_await t.async_accept();
         asio::co_spawn(ex, detail::forward_one(std::move(s), target, on_event, settings), asio::detached);

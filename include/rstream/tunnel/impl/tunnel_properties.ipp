@@ -59,6 +59,10 @@ void to_protocol(const tunnel_properties& in, protocol::TunnelProperties& out) {
     if (in.upstream_tls)
         out.mutable_upstream_tls()->set_value(*in.upstream_tls);
     set_if(!in.host_header.empty(), out.mutable_host_header(), in.host_header);
+    if (in.upstream_tls_verify)
+        out.mutable_upstream_tls_verify()->set_value(true);
+    set_if(!in.upstream_tls_ca_pem.empty(), out.mutable_upstream_tls_ca_pem(), in.upstream_tls_ca_pem);
+    set_if(!in.upstream_tls_server_name.empty(), out.mutable_upstream_tls_server_name(), in.upstream_tls_server_name);
 }
 
 tunnel_properties from_protocol(const protocol::TunnelProperties& in) {
@@ -93,6 +97,9 @@ tunnel_properties from_protocol(const protocol::TunnelProperties& in) {
     if (in.has_upstream_tls())
         p.upstream_tls = in.upstream_tls().value();
     p.host_header = in.has_host_header() ? in.host_header().value() : "";
+    p.upstream_tls_verify = in.has_upstream_tls_verify() && in.upstream_tls_verify().value();
+    p.upstream_tls_ca_pem = in.has_upstream_tls_ca_pem() ? in.upstream_tls_ca_pem().value() : "";
+    p.upstream_tls_server_name = in.has_upstream_tls_server_name() ? in.upstream_tls_server_name().value() : "";
     return p;
 }
 
