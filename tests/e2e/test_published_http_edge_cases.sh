@@ -16,6 +16,8 @@ REDIRECT_PORT=$(free_port)
 # name grace keeps the dead agent's hostname reserved (offline, not unknown) for the test.
 export RSTREAM_ENGINE_HTTP__REDIRECT_LISTEN_ADDR="127.0.0.1:$REDIRECT_PORT"
 export RSTREAM_ENGINE_TIMEOUTS__NAME_GRACE=10m
+# A configured HTTP limit (default 100 fields) is what the engine enforces.
+export RSTREAM_ENGINE_HTTP__MAX_REQUEST_HEADERS=40
 start_engine
 wait_for 30 "the redirect listener on 127.0.0.1:$REDIRECT_PORT" listening "$REDIRECT_PORT" "$ENGINE_PID"
 
@@ -88,6 +90,51 @@ unset big
 grep -qi 'header' "$LOGS/big-header.body" || fail "the 431 page does not say the header is too large"
 still_serving "the 431"
 [[ -z $(recorded_seq "$UP_DIR" /big-header) ]] || fail "the upstream received the request with the 64 KiB header"
+
+check "http.max_request_headers = 40: a request with 45 fields gets 431 naming the limit"
+fields=()
+for i in $(seq 1 45); do fields+=(-H "X-Field-$i: $i"); done
+page many-fields "$WEB/many-fields" "${fields[@]}"
+[[ $(cat "$LOGS/many-fields.code") == 431 ]] || fail "45 header fields got $(cat "$LOGS/many-fields.code"), expected 431"
+grep -q 'more than 40 header fields' "$LOGS/many-fields.body" || fail "the 431 page does not name the limit of 40 fields"
+[[ -z $(recorded_seq "$UP_DIR" /many-fields) ]] || fail "the upstream received the request with 45 fields"
+still_serving "the 431 for too many fields"
+
+# curl and nghttp (nghttp2) refuse to send a header block over 64 KiB themselves; python3-h2
+# sends it, so the engine's HTTP/2 side is tested with it.
+if h2py=$(python_with h2); then
+    check "a 64 KiB request header over HTTP/2: 431, and the upstream never sees the request"
+    h2_status=$(timeout -k 5 30 "$h2py" - "$T/engine/ca.pem" "$ENGINE_PORT" 2>"$LOGS/big-header-h2.err" <<'PY'
+import socket, ssl, sys
+import h2.config, h2.connection, h2.events
+ctx = ssl.create_default_context(cafile=sys.argv[1])
+ctx.set_alpn_protocols(["h2"])
+sock = ctx.wrap_socket(socket.create_connection(("127.0.0.1", int(sys.argv[2]))), server_hostname="web.t.localhost")
+conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+conn.initiate_connection()
+conn.send_headers(1, [(":method", "GET"), (":path", "/big-header-h2"), (":scheme", "https"),
+                      (":authority", "web.t.localhost"), ("x-big", "a" * 65536)], end_stream=True)
+sock.sendall(conn.data_to_send())
+sock.settimeout(20)
+status = "none"
+while True:
+    data = sock.recv(65536)
+    if not data:
+        break
+    for event in conn.receive_data(data):
+        if isinstance(event, h2.events.ResponseReceived):
+            status = dict(event.headers)[b":status"].decode()
+        if isinstance(event, (h2.events.StreamEnded, h2.events.StreamReset, h2.events.ConnectionTerminated)):
+            print(status)
+            sys.exit(0)
+    sock.sendall(conn.data_to_send())
+print(status)
+PY
+    ) || fail "the HTTP/2 client failed: $(tail -n 2 "$LOGS/big-header-h2.err")"
+    [[ $h2_status == 431 ]] || fail "a 64 KiB header over HTTP/2 got '$h2_status', expected 431"
+    [[ -z $(recorded_seq "$UP_DIR" /big-header-h2) ]] || fail "the upstream received the HTTP/2 request with the 64 KiB header"
+    still_serving "the HTTP/2 431"
+fi
 
 # smuggle NAME REQUEST-BYTES: sends the bytes raw over TLS to web.t.localhost; the answer in
 # $LOGS/NAME.out; checks it is a 400.

@@ -142,6 +142,35 @@ log:
     CHECK(c.log_level == "debug");
 }
 
+TEST_CASE("published HTTP limits: defaults, file and environment") {
+    const engine_config defaults = load("", fake_env{});
+    CHECK(defaults.http_max_head_bytes == 16 * 1024);
+    CHECK(defaults.http_max_headers == 100);
+    CHECK(defaults.http_head_timeout == 10s);
+    CHECK(defaults.http_idle_timeout == 60s);
+    CHECK(defaults.http_upstream_timeout == 60s);
+    CHECK(defaults.http_idle_upstreams == 8);
+
+    const yaml_file file(R"(
+http:
+  max_request_head_bytes: 32768
+  max_request_headers: 50
+  request_head_timeout: 3s
+  idle_timeout: 2m
+  upstream_timeout: 90s
+  idle_upstreams_per_tunnel: 2
+)");
+    fake_env env;
+    env.vars["RSTREAM_ENGINE_HTTP__MAX_REQUEST_HEADERS"] = "20";
+    const engine_config c = load(file.path, env);
+    CHECK(c.http_max_head_bytes == 32768);
+    CHECK(c.http_max_headers == 20);
+    CHECK(c.http_head_timeout == 3s);
+    CHECK(c.http_idle_timeout == 2min);
+    CHECK(c.http_upstream_timeout == 90s);
+    CHECK(c.http_idle_upstreams == 2);
+}
+
 TEST_CASE("environment overrides win over the YAML file") {
     const yaml_file file("tls:\n  listen_addr: 0.0.0.0:443\ntimeouts:\n  heartbeat_timeout: 20s\n");
     fake_env env;

@@ -61,6 +61,18 @@ struct engine_config {
     /// `http.redirect_listen_addr`: a plain-HTTP listener (HOST:PORT) that redirects every
     /// request to its https:// address on the TLS port; empty = none.
     std::string http_redirect_listen_addr;
+    /// `http.max_request_head_bytes`: largest request head of a published http tunnel (431 beyond).
+    std::size_t http_max_head_bytes = 16 * 1024;
+    /// `http.max_request_headers`: most request header fields (431 beyond).
+    std::size_t http_max_headers = 100;
+    /// `http.request_head_timeout`: time to receive a whole request head (slowloris).
+    std::chrono::milliseconds http_head_timeout{10000};
+    /// `http.idle_timeout`: keep-alive wait for the next request, and any stalled body transfer.
+    std::chrono::milliseconds http_idle_timeout{60000};
+    /// `http.upstream_timeout`: time for the upstream's response head after the request (504).
+    std::chrono::milliseconds http_upstream_timeout{60000};
+    /// `http.idle_upstreams_per_tunnel`: idle HTTP/1.1 upstream streams kept per tunnel.
+    std::size_t http_idle_upstreams = 8;
     /// `publish.tcp_port_min` / `publish.tcp_port_max`: ports given to published tcp tunnels.
     std::size_t tcp_port_min = 20000;
     std::size_t tcp_port_max = 29999;

@@ -87,7 +87,14 @@ struct engine::state : std::enable_shared_from_this<engine::state> {
     event relays_gone;
 
     state(asio::any_io_executor e, engine_config c, engine_credentials k, edge_features f)
-        : ex(e), cfg(std::move(c)), creds(std::move(k)), features(f), sessions_gone(e), relays_gone(e) {}
+        : ex(e), cfg(std::move(c)), creds(std::move(k)), features(f), sessions_gone(e), relays_gone(e) {
+        http.max_head_bytes = cfg.http_max_head_bytes;
+        http.max_headers = cfg.http_max_headers;
+        http.head_timeout = cfg.http_head_timeout;
+        http.idle_timeout = cfg.http_idle_timeout;
+        http.upstream_timeout = cfg.http_upstream_timeout;
+        http.max_idle_upstreams = cfg.http_idle_upstreams;
+    }
 
     asio::awaitable<void> accept_loop();
     asio::awaitable<void> handle_connection(asio::ip::tcp::socket socket);
