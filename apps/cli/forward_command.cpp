@@ -41,7 +41,7 @@ struct forward_options {
     std::string name;
     std::vector<std::string> labels;
     std::string output = "auto";
-    std::string reconnect_max = "5s";
+    std::string reconnect_max = "2s";
 };
 
 rstream::tunnel_properties make_properties(const forward_options& o) {

@@ -13,8 +13,9 @@ namespace rstream {
 struct backoff_policy {
     /// First ceiling of the delay.
     std::chrono::milliseconds initial{100};
-    /// Largest ceiling: a restart is never punished by more than this.
-    std::chrono::milliseconds max{5000};
+    /// Largest ceiling: a restart is never punished by more than this (an engine back after a
+    /// restart is reached within about 2 s, while a thousand agents still spread their attempts).
+    std::chrono::milliseconds max{2000};
 };
 
 class backoff {
