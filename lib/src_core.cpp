@@ -7,3 +7,4 @@
 #include <rstream/transport/impl/engine_address.ipp>
 #include <rstream/transport/impl/client_config.ipp>
 #include <rstream/transport/impl/config_file.ipp>
+#include <rstream/framing/impl/mux.ipp>

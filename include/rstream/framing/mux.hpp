@@ -1,0 +1,175 @@
+// The mux/1 extension, sans-I/O: streams multiplexed over one connection with per-stream and
+// per-connection credit windows (docs/protocol.md, extensions). Bytes from the peer go in
+// (receive), what happened comes out as events, and frames for the peer come out of
+// produce(): control frames first, then DATA round-robin between the streams that have bytes
+// and credit, each frame bounded, so a bulk stream never queues an interactive one and a slow
+// reader stalls only its own stream.
+#pragma once
+
+#include <rstream/config.hpp>
+#include <rstream/core/error.hpp>
+
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace rstream::framing::mux {
+
+/// `length (4, BE, of what follows) | type (1) | flags (1) | stream_id (4, BE) | payload`.
+inline constexpr std::size_t frame_header_size = 10;
+/// Bytes after the length field that every frame has (type, flags, stream id).
+inline constexpr std::size_t frame_fixed_size = 6;
+/// Largest payload of any frame (a CONTROL frame carries one rstrm/1 Message).
+inline constexpr std::size_t max_frame_payload = 65535;
+/// Credit every stream starts with in each direction; a receiver wanting more sends WINDOW.
+inline constexpr std::uint32_t initial_stream_window = 256 * 1024;
+/// Credit the connection starts with in each direction.
+inline constexpr std::uint32_t initial_connection_window = 16 * 1024 * 1024;
+
+enum class frame_type : std::uint8_t { control = 0, open = 1, data = 2, window = 3, reset = 4, ping = 5 };
+
+enum frame_flags : std::uint8_t { flag_fin = 0x1, flag_ack = 0x2 };
+
+struct frame {
+    frame_type type = frame_type::data;
+    std::uint8_t flags = 0;
+    std::uint32_t stream_id = 0;
+    std::string payload;
+};
+
+/// Appends one frame to `out`.
+RSTREAM_DECL void encode_frame(const frame& f, std::string& out);
+
+/// Which end of the connection a session is: the engine opens even stream ids, the agent
+/// (or dialer) odd ones, so both may open streams at once without a clash.
+enum class role { engine, agent };
+
+/// Reset codes carried by RESET frames (rstrm/1 ErrorCode values, plus CANCEL).
+enum class reset_code : std::uint32_t {
+    cancel = 0,                 ///< the sender no longer wants the stream
+    flow_control = 4000,        ///< INVALID_STREAM: more DATA than the window allowed
+    refused = 6000,             ///< SERVICE_UNAVAILABLE: the stream could not be served
+    capacity_exhausted = 7000,  ///< over the receiver's maximum concurrent streams
+};
+
+struct settings {
+    /// Receive window of each stream: what the peer may send before our reader took it.
+    /// Above initial_stream_window, the difference is granted by a WINDOW at the stream's start.
+    std::uint32_t stream_window = initial_stream_window;
+    /// Receive window of the whole connection (at least initial_connection_window).
+    std::uint32_t connection_window = initial_connection_window;
+    /// Streams the peer may have open towards us at once; more are reset with capacity_exhausted.
+    std::size_t max_streams = 10000;
+    /// Largest DATA payload produced (fairness between streams).
+    std::size_t max_data_payload = 16 * 1024;
+    /// Bytes a stream may queue for sending beyond its credit (send_data takes no more).
+    std::size_t stream_send_buffer = 256 * 1024;
+};
+
+/// Something the peer did, for the application.
+struct event {
+    enum class kind {
+        control,   ///< stream 0: `bytes` is one rstrm/1 Message
+        opened,    ///< the peer opened `stream`; `bytes` is its OPEN payload
+        data,      ///< `bytes` arrived on `stream`; call consumed() once the reader took them
+        fin,       ///< the peer ended its direction of `stream`
+        reset,     ///< `stream` was reset by the peer (`code`, reason in `bytes`); it is gone
+        writable,  ///< `stream` has room to queue more (send_data takes bytes again)
+        pong,      ///< a PING of ours came back (`bytes`: its 8 bytes)
+    } what;
+    std::uint32_t stream = 0;
+    std::string bytes;
+    std::uint32_t code = 0;
+};
+
+/// One multiplexed connection, without I/O. Not thread-safe: one caller (executor) at a time.
+class session {
+public:
+    RSTREAM_DECL session(role r, settings s = {});
+
+    /// Feeds bytes from the peer. On a connection error (malformed frame, window overrun of
+    /// the connection, a stream id that breaks the rules) returns it and the session is
+    /// failed(): the caller sends what produce() still gives and closes the connection.
+    RSTREAM_DECL boost::system::error_code receive(std::span<const std::uint8_t> bytes);
+    /// Events since the last call, in order.
+    RSTREAM_DECL std::vector<event> take_events();
+
+    /// Queues one rstrm/1 Message (serialized) on stream 0.
+    RSTREAM_DECL void send_control(std::string message);
+    /// Opens a stream towards the peer with this OPEN payload; returns its id.
+    RSTREAM_DECL std::uint32_t open(std::string payload);
+    /// Queues bytes on a stream; returns how many were taken (fewer when its send buffer is
+    /// full: wait for a `writable` event). 0 for a stream that is gone or finished.
+    RSTREAM_DECL std::size_t send_data(std::uint32_t stream, std::span<const std::uint8_t> bytes);
+    /// Ends our direction of the stream once its queued bytes are sent (FIN).
+    RSTREAM_DECL void finish(std::uint32_t stream);
+    /// Resets the stream now (queued bytes are dropped); it is gone.
+    RSTREAM_DECL void reset(std::uint32_t stream, reset_code code, std::string_view reason = {});
+    /// The reader took `n` bytes of the stream's data: credit goes back to the peer (in
+    /// batches of half a window, so WINDOW frames stay rare).
+    RSTREAM_DECL void consumed(std::uint32_t stream, std::size_t n);
+    /// Queues a PING with these 8 bytes; the answer comes as a `pong` event.
+    RSTREAM_DECL void ping(std::uint64_t opaque);
+
+    /// Appends frames for the peer to `out`, about `max` bytes at most (at least one frame
+    /// when any is ready). Returns false when nothing was ready.
+    RSTREAM_DECL bool produce(std::string& out, std::size_t max);
+    /// Frames are ready for produce().
+    RSTREAM_DECL bool wants_write() const;
+
+    /// Streams open (either side opened them, not yet ended both ways or reset).
+    std::size_t open_streams() const noexcept { return streams_.size(); }
+    bool failed() const noexcept { return failed_; }
+    /// Credit we may still send on the connection (tests, diagnostics).
+    std::uint64_t connection_credit() const noexcept { return conn_send_credit_; }
+    /// Credit we may still send on a stream; 0 when it is gone.
+    RSTREAM_DECL std::uint64_t stream_credit(std::uint32_t stream) const;
+
+private:
+    struct stream_state {
+        std::uint64_t send_credit = 0;  // what the peer still accepts from us
+        std::uint64_t recv_window = 0;  // what the peer may still send us
+        std::uint64_t recv_unacked = 0; // consumed by our reader, not yet given back
+        std::string out;                // queued, not yet sent
+        std::size_t out_offset = 0;
+        bool fin_queued = false;
+        bool fin_sent = false;
+        bool fin_received = false;
+        bool scheduled = false;          // in ready_
+        bool blocked_writer = false;     // send_data refused bytes: report writable later
+        std::size_t pending() const { return out.size() - out_offset; }
+    };
+
+    boost::system::error_code fail(error e);
+    boost::system::error_code handle(frame_type type, std::uint8_t flags, std::uint32_t id,
+                                     std::span<const std::uint8_t> payload);
+    bool peer_parity(std::uint32_t id) const;
+    void queue_urgent(frame_type type, std::uint8_t flags, std::uint32_t id, std::string payload);
+    void schedule(std::uint32_t id, stream_state& s);
+    void maybe_close(std::uint32_t id);
+    void erase(std::uint32_t id);
+    stream_state& create(std::uint32_t id);
+    void give_back_connection(std::uint64_t n);
+
+    role role_;
+    settings settings_;
+    std::string in_;  // bytes received, not yet a whole frame
+    std::vector<event> events_;
+    std::string urgent_;  // encoded control, window, reset and ping frames, sent first
+    std::map<std::uint32_t, stream_state> streams_;
+    std::deque<std::uint32_t> ready_;  // streams with bytes (or a FIN) to send, round-robin
+    std::uint32_t next_local_id_;
+    std::uint32_t last_peer_id_ = 0;
+    std::uint64_t conn_send_credit_;
+    std::uint64_t conn_recv_window_;
+    std::uint64_t conn_recv_unacked_ = 0;
+    std::size_t peer_streams_ = 0;  // open streams the peer opened
+    std::size_t in_offset_ = 0;     // start of the unparsed bytes in in_
+    bool failed_ = false;
+};
+
+} // namespace rstream::framing::mux
