@@ -32,6 +32,21 @@
                               with a python that has it); its 101 carries
                               "X-Upstream: ws-echo"; with FILE, appends one line per handshake:
                               "PATH xff=<X-Forwarded-For> proto=<X-Forwarded-Proto>"
+  upstream.py http-faults PORT
+                              an HTTP/1.1 server for fault tests, one request per connection
+                              (every response has "Connection: close"); prints one line per
+                              request ("request METHOD TARGET") and per fault, and answers:
+                                GET /bytes/N    N bytes of the http-record pattern
+                                GET /slow/N/MS  N pattern bytes in pieces of 16 KiB, MS
+                                                milliseconds apart ("slow done N" at the end)
+                                GET /hang       nothing: reads until the peer closes
+                                                ("hang ended" then)
+                                GET /reset/N    a head with Content-Length N, N/2 pattern bytes,
+                                                then a TCP reset ("reset after N/2 bytes")
+                                anything else   200 "ok METHOD TARGET"
+  upstream.py tcp-faults PORT the same faults over raw TCP: the client's first line picks one,
+                              "bytes N", "slow N MS", "hang" or "reset N" (anything else
+                              closes the connection at once)
   upstream.py pattern N       prints N bytes of the http-record pattern to stdout
 
 Options (after MODE PORT and its arguments; for echo, after-eof, proxy-echo and http-record):
@@ -46,8 +61,10 @@ import hashlib
 import os
 import socket
 import ssl
+import struct
 import sys
 import threading
+import time
 
 
 def serve_echo(conn):
@@ -345,6 +362,89 @@ def serve_http_record(conn, rec):
                 return
 
 
+SLOW_PIECE = 16384
+
+
+def send_slowly(conn, n, delay_ms):
+    sent = 0
+    while sent < n:
+        piece = pattern_bytes(sent, min(SLOW_PIECE, n - sent))
+        conn.sendall(piece)
+        sent += len(piece)
+        if sent < n:
+            time.sleep(delay_ms / 1000)
+    print(f"slow done {n}", flush=True)
+
+
+def hang(conn):
+    while conn.recv(65536):
+        pass
+    print("hang ended", flush=True)
+
+
+def send_then_reset(conn, n):
+    """n // 2 pattern bytes, a pause so they are read, then RST (SO_LINGER 0 and close)."""
+    conn.sendall(pattern_bytes(0, n // 2))
+    time.sleep(0.5)
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    conn.close()
+    print(f"reset after {n // 2} bytes", flush=True)
+
+
+def serve_http_faults(conn):
+    reader = Reader(conn)
+    with conn:
+        head = reader.until(b"\r\n\r\n", 1024 * 1024)
+        if head is None:
+            return
+        parts = head.decode("latin-1").split("\r\n")[0].split(" ")
+        if len(parts) != 3:
+            respond(conn, "400 Bad Request", b"bad request line\n", close=True)
+            return
+        method, target = parts[0], parts[1]
+        print(f"request {method} {target}", flush=True)
+        path = target.split("?", 1)[0].split("/")[1:] or [""]
+        octets = ["Content-Type: application/octet-stream"]
+        if path[0] == "bytes" and len(path) == 2:
+            n = int(path[1])
+            respond(conn, "200 OK", b"", octets, close=True, length=n)
+            write_pattern(conn.sendall, n)
+        elif path[0] == "slow" and len(path) == 3:
+            n = int(path[1])
+            respond(conn, "200 OK", b"", octets, close=True, length=n)
+            send_slowly(conn, n, int(path[2]))
+        elif path == ["hang"]:
+            hang(conn)
+            return
+        elif path[0] == "reset" and len(path) == 2:
+            n = int(path[1])
+            respond(conn, "200 OK", b"", octets, close=True, length=n)
+            send_then_reset(conn, n)
+            return
+        else:
+            respond(conn, "200 OK", f"ok {method} {target}\n".encode(), ["Content-Type: text/plain"], True)
+        conn.shutdown(socket.SHUT_WR)
+
+
+def serve_tcp_faults(conn):
+    reader = Reader(conn)
+    with conn:
+        line = reader.until(b"\n", 4096)
+        words = line.decode("latin-1").split() if line else []
+        print(f"command {' '.join(words)}", flush=True)
+        if len(words) == 2 and words[0] == "bytes":
+            write_pattern(conn.sendall, int(words[1]))
+        elif len(words) == 3 and words[0] == "slow":
+            send_slowly(conn, int(words[1]), int(words[2]))
+        elif words == ["hang"]:
+            hang(conn)
+            return
+        elif len(words) == 2 and words[0] == "reset":
+            send_then_reset(conn, int(words[1]))
+            return
+        conn.shutdown(socket.SHUT_WR)
+
+
 def run_ws_echo(port, path):
     import asyncio
 
@@ -427,7 +527,8 @@ def main():
         rec = HttpRecorder(sys.argv[3])
         handler = lambda c: serve_http_record(c, rec)  # noqa: E731
     else:
-        handler = {"echo": serve_echo, "after-eof": serve_after_eof}[mode]
+        handler = {"echo": serve_echo, "after-eof": serve_after_eof, "http-faults": serve_http_faults,
+                   "tcp-faults": serve_tcp_faults}[mode]
     if tls_ctx is not None:
         handler = with_tls(tls_ctx, handler)
     srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

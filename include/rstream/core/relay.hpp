@@ -54,6 +54,28 @@ void close_stream(Stream& s) {
     }
 }
 
+/// Closes with a TCP reset (SO_LINGER 0) where a TCP socket is underneath, so the peer sees
+/// an error rather than an end of data: a reset passed on, never a cut transfer that looks
+/// complete.
+template <class Stream>
+void abort_stream(Stream& s) {
+    if constexpr (requires { s.abort(); }) {
+        s.abort();
+    } else if constexpr (requires { s.next_layer(); }) {
+        abort_stream(s.next_layer());
+    } else if constexpr (requires { s.socket(); }) {
+        boost::system::error_code ignored;
+        s.socket().set_option(asio::socket_base::linger(true, 0), ignored);
+        close_stream(s);
+    } else if constexpr (requires(boost::system::error_code& ec) { s.set_option(asio::socket_base::linger(true, 0), ec); }) {
+        boost::system::error_code ignored;
+        s.set_option(asio::socket_base::linger(true, 0), ignored);
+        s.close(ignored);
+    } else {
+        close_stream(s);
+    }
+}
+
 /// One direction: read until end of data, write everything, then half-close the writer.
 /// On an error both streams are closed, which ends the other direction too.
 /// Sees the bytes of one direction as they pass (never changes them).
@@ -88,7 +110,11 @@ asio::awaitable<void> pump(From& from, To& to, std::uint64_t& moved, bool& clean
             if (ec != asio::error::operation_aborted)
                 clean = false;
             close_stream(from);
-            close_stream(to);
+            // A reset is passed on as a reset; other errors end the other side too.
+            if (ec == asio::error::connection_reset)
+                abort_stream(to);
+            else
+                close_stream(to);
             co_return;
         }
     }
@@ -97,7 +123,8 @@ asio::awaitable<void> pump(From& from, To& to, std::uint64_t& moved, bool& clean
 } // namespace detail
 
 /// Copies a→b and b→a until both directions ended. End of data on one side becomes a
-/// half-close of the other (TLS close_notify or TCP FIN); an error closes both.
+/// half-close of the other (TLS close_notify or TCP FIN); an error closes both, and a reset
+/// read on one side resets the other (so a cut transfer never looks complete).
 /// `tap_ab` and `tap_ba` (optional) see the bytes of each direction as they pass.
 template <class A, class B>
 asio::awaitable<relay_result> relay(A& a, B& b, std::size_t buffer_size = 64 * 1024, detail::relay_tap tap_ab = {},

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <rstream/config.hpp>
+#include <rstream/core/relay.hpp>
 
 #include <boost/asio/any_completion_handler.hpp>
 #include <boost/asio/any_io_executor.hpp>
@@ -59,6 +60,8 @@ public:
         virtual void shutdown_send(done_handler handler) = 0;
         /// Ends the stream at once; outstanding operations complete with an error.
         virtual void close() noexcept = 0;
+        /// Ends the stream at once so that the peer sees an error (a TCP reset underneath).
+        virtual void abort() noexcept { close(); }
     };
 
     upstream_stream() = default;
@@ -106,6 +109,12 @@ public:
             impl_->close();
     }
 
+    /// Closes so that the peer sees an error (see impl::abort).
+    void abort() noexcept {
+        if (impl_)
+            impl_->abort();
+    }
+
 private:
     std::unique_ptr<impl> impl_;
 };
@@ -142,6 +151,7 @@ public:
         else
             stream_.close();
     }
+    void abort() noexcept override { rstream::detail::abort_stream(stream_); }
 
 private:
     Stream stream_;

@@ -119,6 +119,7 @@ public:
         asio::co_spawn(ex, shutdown(s_), [h = std::move(handler)](std::exception_ptr) mutable { std::move(h)(boost::system::error_code{}); });
     }
     void close() noexcept override { s_->inner.close(); }
+    void abort() noexcept override { s_->inner.abort(); }
 
 private:
     using io_result = std::pair<boost::system::error_code, std::size_t>;

@@ -173,14 +173,22 @@ asio::awaitable<void> control_channel::impl::writer() {
 
 asio::awaitable<void> control_channel::impl::heartbeats() {
     asio::steady_timer timer(ex);
+    const auto period = std::min(hb_interval, hb_timeout / 3 + 1ms);
+    auto next_send = std::chrono::steady_clock::now() + period;
     for (;;) {
-        timer.expires_after(std::min(hb_interval, hb_timeout / 3 + 1ms));
+        // Wakes for the next heartbeat, or when the silence passes the timeout: checking only
+        // at heartbeats would notice a dead path up to one interval late.
+        timer.expires_at(std::min(next_send, last_rx + hb_timeout + 1ms));
         co_await timer.async_wait(asio::use_awaitable);
-        auto silent = std::chrono::steady_clock::now() - last_rx;
+        auto now = std::chrono::steady_clock::now();
+        auto silent = now - last_rx;
         if (silent > hb_timeout)
             throw_error(error::heartbeat_timeout,
                         "no word from the engine for " +
                             std::to_string(std::chrono::duration_cast<std::chrono::seconds>(silent).count()) + " s");
+        if (now < next_send)
+            continue;
+        next_send = now + period;
         protocol::Message hb;
         hb.mutable_heartbeat()->set_sequence(sequenced_heartbeats ? ++hb_sent : 0);
         send(hb);
