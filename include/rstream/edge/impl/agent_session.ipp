@@ -28,6 +28,9 @@ void agent_session::send(const protocol::Message& m) {
                    {{"client", client_id}, {"message", std::string(framing::payload_name(m))}, {"error", ec.message()}});
         return;
     }
+    outq_bytes += frame.size();
+    if (outq_bytes > max_outq_bytes)
+        out_room.reset();
     outq.push_back(std::move(frame));
     out_ready.set();
 }
@@ -112,6 +115,9 @@ asio::awaitable<void> agent_session::writer() {
         }
         std::string frame = std::move(outq.front());
         outq.pop_front();
+        outq_bytes -= frame.size();
+        if (outq_bytes <= max_outq_bytes)
+            out_room.set();
         co_await asio::async_write(conn, asio::buffer(frame), asio::use_awaitable);
     }
 }
@@ -133,6 +139,7 @@ asio::awaitable<void> agent_session::watchdog() {
 asio::awaitable<void> agent_session::reader() {
     protocol::Message m;
     for (;;) {
+        co_await out_room.async_wait();  // bounded outq: see out_room
         co_await framing::async_read_message(conn, m);
         last_rx = std::chrono::steady_clock::now();
         switch (m.payload_case()) {

@@ -151,7 +151,10 @@ struct engine::state : std::enable_shared_from_this<engine::state> {
 struct agent_session : std::enable_shared_from_this<agent_session> {
     agent_session(std::shared_ptr<engine::state> e, std::uint64_t i, transport::tls_stream c, identity w,
                   asio::ip::address p)
-        : eng(std::move(e)), id(i), conn(std::move(c)), who(std::move(w)), peer(p), out_ready(eng->ex) {}
+        : eng(std::move(e)), id(i), conn(std::move(c)), who(std::move(w)), peer(p), out_ready(eng->ex),
+          out_room(eng->ex) {
+        out_room.set();
+    }
 
     std::shared_ptr<engine::state> eng;
     std::uint64_t id;
@@ -161,7 +164,13 @@ struct agent_session : std::enable_shared_from_this<agent_session> {
     asio::ip::address peer;
 
     std::deque<std::string> outq;
+    std::size_t outq_bytes = 0;
     event out_ready;
+    /// Set while outq holds at most max_outq_bytes. The reader waits for it: an agent that
+    /// does not read its answers is no longer read (and is dropped when its heartbeat
+    /// timeout passes) instead of making outq grow without bound.
+    event out_room;
+    static constexpr std::size_t max_outq_bytes = 1 << 20;
     bool finish_after_flush = false;
     bool orderly_close = false;  // the agent asked to close: its names are freed at once
 

@@ -154,6 +154,7 @@ private:
     bool writer_done_ = false;
     bool writing_ = false;
     bool idle_goaway_sent_ = false;
+    bool head_timed_out_ = false;
     clock::time_point last_activity_ = clock::now();
     clock::time_point write_started_{};
     clock::time_point linger_until_ = clock::time_point::max();
@@ -197,6 +198,8 @@ asio::awaitable<void> connection<D, U>::read_loop() {
             // until the writer sent it and the linger ends.
             feeding = session_->receive(buf.get(), n);
             start_tasks();
+            if (session_->oldest_unfinished_head())
+                watch_timer_->cancel();  // watch_loop re-arms for http.request_head_timeout
         } else if ((discarded += n) > max_linger_bytes) {
             break;
         }
@@ -276,6 +279,17 @@ asio::awaitable<void> connection<D, U>::watch_loop() {
                 idle_goaway_sent_ = true;
                 session_->terminate(no_error);
                 continue;
+            }
+        }
+        // docs/engine.md: http.request_head_timeout bounds a request head from its first
+        // HEADERS frame on, as over HTTP/1.1 (a trickled head holds the connection otherwise).
+        if (auto head = session_->oldest_unfinished_head(); head && !writer_done_ && !head_timed_out_) {
+            auto head_due = *head + limits_.head_timeout;
+            if (now >= head_due) {
+                head_timed_out_ = true;
+                close_now(down_);  // ends the reader, then the writer
+            } else {
+                due = std::min(due, head_due);
             }
         }
         watch_timer_->expires_at(due);

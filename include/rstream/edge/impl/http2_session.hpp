@@ -12,6 +12,7 @@
 
 #include <boost/asio/any_io_executor.hpp>
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -49,6 +50,10 @@ struct stream {
 
     std::int32_t id;
     request_head head;
+    /// When the request's HEADERS frame began to arrive, and whether the head is complete:
+    /// http.request_head_timeout bounds the time between (a trickled head is cut).
+    std::chrono::steady_clock::time_point head_started = std::chrono::steady_clock::now();
+    bool head_done = false;
     /// RFC 9113 §6.5.2 size of the head so far (name + value + 32 per field).
     std::size_t head_bytes = 0;
     /// Set while the head arrives when it breaks a limit; answered 431 without going upstream.
@@ -113,6 +118,8 @@ public:
     RSTREAM_DECL void task_ended(const std::shared_ptr<stream>& s);
     /// Tasks started and not ended.
     std::size_t tasks() const { return tasks_.size(); }
+    /// When the oldest request head still arriving began; nullopt when none is.
+    RSTREAM_DECL std::optional<std::chrono::steady_clock::time_point> oldest_unfinished_head() const;
 
     /// Interim response (1xx other than 101) with `fields` (lowercase names).
     RSTREAM_DECL void submit_interim(stream& s, unsigned status, const field_list& fields);

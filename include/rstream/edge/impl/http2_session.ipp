@@ -112,6 +112,7 @@ struct session::callbacks {
         if (frame->hd.type == NGHTTP2_HEADERS && frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
             s.head.has_body = !end_stream;
             s.request_ended = end_stream;
+            s.head_done = true;
             me.new_requests_.push_back(it->second);
             return 0;
         }
@@ -287,6 +288,14 @@ RSTREAM_DECL std::vector<std::shared_ptr<stream>> session::take_requests() {
 }
 
 RSTREAM_DECL void session::task_ended(const std::shared_ptr<stream>& s) { tasks_.erase(s); }
+
+RSTREAM_DECL std::optional<std::chrono::steady_clock::time_point> session::oldest_unfinished_head() const {
+    std::optional<std::chrono::steady_clock::time_point> oldest;
+    for (const auto& [id, s] : streams_)
+        if (!s->head_done && (!oldest || s->head_started < *oldest))
+            oldest = s->head_started;
+    return oldest;
+}
 
 RSTREAM_DECL void session::submit_interim(stream& s, unsigned status, const field_list& fields) {
     if (s.closed)
