@@ -98,6 +98,11 @@ using env_lookup = std::function<std::optional<std::string>(const char*)>;
 RSTREAM_DECL engine_config load_engine_config(
     const std::string& yaml_path, const env_lookup& env, const std::vector<std::string>& env_names);
 
+/// load_engine_config with the YAML text in memory instead of a file (an empty text is all
+/// defaults); `origin` stands where the file's path would in messages.
+RSTREAM_DECL engine_config load_engine_config_text(const std::string& yaml, const std::string& origin,
+                                                   const env_lookup& env, const std::vector<std::string>& env_names);
+
 /// `$XDG_DATA_HOME/rstream-engine` when XDG_DATA_HOME is an absolute path, else
 /// `$HOME/.local/share/rstream-engine`; empty if neither variable is set.
 RSTREAM_DECL std::string default_state_dir(const env_lookup& env);

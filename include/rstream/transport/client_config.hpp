@@ -122,6 +122,9 @@ RSTREAM_DECL std::string default_config_path(const env_lookup& env);
 /// wrong type or two contexts with the same name.
 RSTREAM_DECL config_file load_config_file(const std::string& path);
 
+/// Parses the text of a config file as load_config_file does; `path` names it in messages.
+RSTREAM_DECL config_file parse_config_file(const std::string& content, const std::string& path);
+
 /// Writes a config file atomically (temporary file, then rename) with mode 0600, since it
 /// holds tokens; creates missing parent directories with mode 0700.
 /// Throws error_with_message (`error::invalid_configuration`) naming the path on failure.

@@ -234,9 +234,14 @@ public:
         }
         std::stringstream text;
         text << in.rdbuf();
+        load_text(text.str(), path);
+    }
+
+    // `path` names the text in messages, as the file's path does.
+    void load_text(const std::string& text, const std::string& path) {
         YAML::Node root;
         try {
-            root = YAML::Load(text.str());
+            root = YAML::Load(text);
         } catch (const YAML::Exception& e) {
             throw_error(error::invalid_configuration,
                         path + ": line " + std::to_string(e.mark.line + 1) + ": " + e.msg);
@@ -388,6 +393,14 @@ RSTREAM_DECL engine_config load_engine_config(
     const std::string& yaml_path, const env_lookup& env, const std::vector<std::string>& env_names) {
     config_detail::loader loader(env);
     if (!yaml_path.empty()) loader.load_file(yaml_path);
+    loader.load_env(env_names);
+    return loader.finish();
+}
+
+RSTREAM_DECL engine_config load_engine_config_text(const std::string& yaml, const std::string& origin,
+                                                   const env_lookup& env, const std::vector<std::string>& env_names) {
+    config_detail::loader loader(env);
+    loader.load_text(yaml, origin);
     loader.load_env(env_names);
     return loader.finish();
 }

@@ -122,8 +122,9 @@ inline std::int64_t to_claim(std::chrono::system_clock::time_point t) {
 inline bool read_time(const json& claims, const char* key, std::optional<std::chrono::system_clock::time_point>& out,
                       std::string* why) {
     using std::chrono::seconds;
-    constexpr auto max = std::chrono::duration_cast<seconds>(std::chrono::system_clock::duration::max()).count();
-    constexpr auto min = std::chrono::duration_cast<seconds>(std::chrono::system_clock::duration::min()).count();
+    // A day inside system_clock's range: format_utc floors to whole days, which must not overflow.
+    constexpr auto max = std::chrono::duration_cast<seconds>(std::chrono::system_clock::duration::max()).count() - 86400;
+    constexpr auto min = std::chrono::duration_cast<seconds>(std::chrono::system_clock::duration::min()).count() + 86400;
     const auto it = claims.find(key);
     if (it == claims.end())
         return true;

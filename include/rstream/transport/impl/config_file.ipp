@@ -194,6 +194,10 @@ RSTREAM_DECL config_file load_config_file(const std::string& path) {
     auto content = detail::read_whole_file(path, exists);
     if (!exists)
         return {};
+    return parse_config_file(content, path);
+}
+
+RSTREAM_DECL config_file parse_config_file(const std::string& content, const std::string& path) {
     YAML::Node root;
     try {
         root = YAML::Load(content);

@@ -68,7 +68,10 @@ void to_protocol(const tunnel_properties& in, protocol::TunnelProperties& out) {
 tunnel_properties from_protocol(const protocol::TunnelProperties& in) {
     tunnel_properties p;
     p.id = in.has_id() ? in.id().value() : "";
-    if (in.has_creation_date())
+    // A date system_clock cannot hold (beyond about 1678-2262) is left out rather than overflowed.
+    constexpr auto limit =
+        std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::duration::max()).count();
+    if (in.has_creation_date() && in.creation_date().seconds() > -limit && in.creation_date().seconds() < limit)
         p.creation_date = std::chrono::system_clock::time_point(std::chrono::seconds(in.creation_date().seconds()));
     p.name = in.has_name() ? in.name().value() : "";
     p.type = in.has_type() ? in.type().value() : "";
