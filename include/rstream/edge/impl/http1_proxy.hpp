@@ -528,11 +528,15 @@ asio::awaitable<outcome> connection<D, U>::relay_response(exchange& x, U& up, at
     auto& res = rp.get();
     unsigned status = res.result_int();
     bool switching = status == 101;
-    if (switching && !x.upgrade) {
+    // RFC 9110 §15: a status is three digits, 100-599 in use; Beast also parses 000-099.
+    const bool bad_status = status < 100;
+    if ((switching && !x.upgrade) || bad_status) {
         close_now(up);
         bool close = !(x.client_keep_alive && request_forwarded(x, st));
-        bool keep = co_await answer(x, http_failure::upstream_invalid,
-                                    "101 Switching Protocols to a request that asked for no upgrade", close);
+        // Named, not built inside the co_await expression (GCC 12 destroys such temporaries twice).
+        std::string why = bad_status ? "status " + std::to_string(status) + " is not an HTTP status"
+                                     : "101 Switching Protocols to a request that asked for no upgrade";
+        bool keep = co_await answer(x, http_failure::upstream_invalid, std::move(why), close);
         if (!request_forwarded(x, st))
             abandon_request_body(up, st);
         co_return keep ? outcome::keep : outcome::close;

@@ -223,6 +223,11 @@ asio::awaitable<outcome> connection<D, U>::relay_response(stream& s, record& x, 
     auto& res = rp.get();
     unsigned status = res.result_int();
     bool switching = status == 101;
+    if (status < 100) {  // Beast parses 000-099; HTTP statuses are 100-599 (RFC 9110 §15)
+        close_now(up);
+        answer(s, x, http_failure::upstream_invalid, "status " + std::to_string(status) + " is not an HTTP status");
+        co_return outcome::done;
+    }
     if (switching && req.kind != request_kind::websocket) {
         close_now(up);
         answer(s, x, http_failure::upstream_invalid, "101 Switching Protocols to a request that asked for no upgrade");
