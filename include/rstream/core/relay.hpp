@@ -9,6 +9,7 @@
 #include <boost/asio/experimental/parallel_group.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/redirect_error.hpp>
+#include <boost/asio/ssl/error.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
@@ -95,9 +96,15 @@ asio::awaitable<void> pump(From& from, To& to, std::uint64_t& moved, bool& clean
             boost::system::error_code wec;
             co_await asio::async_write(to, asio::buffer(buf.get(), n), asio::redirect_error(asio::use_awaitable, wec));
             if (wec) {
+                // The writer's side failed: the reader's peer learns it as a reset too.
                 clean = false;
-                close_stream(from);
-                close_stream(to);
+                if (wec == asio::error::operation_aborted) {
+                    close_stream(from);
+                    close_stream(to);
+                } else {
+                    abort_stream(from);
+                    abort_stream(to);
+                }
                 co_return;
             }
             moved += n;
@@ -110,8 +117,9 @@ asio::awaitable<void> pump(From& from, To& to, std::uint64_t& moved, bool& clean
             if (ec != asio::error::operation_aborted)
                 clean = false;
             close_stream(from);
-            // A reset is passed on as a reset; other errors end the other side too.
-            if (ec == asio::error::connection_reset)
+            // A reset, or a TLS connection that ended without close_notify (its peer was
+            // killed or cut), is passed on as a reset: a cut transfer never looks complete.
+            if (ec == asio::error::connection_reset || ec == asio::ssl::error::stream_truncated)
                 abort_stream(to);
             else
                 close_stream(to);
@@ -124,7 +132,8 @@ asio::awaitable<void> pump(From& from, To& to, std::uint64_t& moved, bool& clean
 
 /// Copies a→b and b→a until both directions ended. End of data on one side becomes a
 /// half-close of the other (TLS close_notify or TCP FIN); an error closes both, and a reset
-/// read on one side resets the other (so a cut transfer never looks complete).
+/// or a TLS truncation read on one side, or a failed write, resets the other (so a cut
+/// transfer never looks complete).
 /// `tap_ab` and `tap_ba` (optional) see the bytes of each direction as they pass.
 template <class A, class B>
 asio::awaitable<relay_result> relay(A& a, B& b, std::size_t buffer_size = 64 * 1024, detail::relay_tap tap_ab = {},

@@ -125,6 +125,12 @@ template <class Stream>
 class basic_upstream_impl final : public upstream_stream::impl {
 public:
     explicit basic_upstream_impl(Stream s) : stream_(std::move(s)) {}
+    /// A tunnel stream dropped (an idle pooled one, or after a finished exchange) ends with
+    /// close_notify: the agent passes an orderly end on to the target, not a reset.
+    ~basic_upstream_impl() override {
+        if constexpr (requires { stream_.close_gracefully(); })
+            stream_.close_gracefully();
+    }
     Stream& stream() noexcept { return stream_; }
 
     upstream_stream::executor_type get_executor() noexcept override { return stream_.get_executor(); }
@@ -146,7 +152,9 @@ public:
     }
     void close() noexcept override {
         boost::system::error_code ignored;
-        if constexpr (requires { stream_.close(ignored); })
+        if constexpr (requires { stream_.close_gracefully(); })
+            stream_.close_gracefully();
+        else if constexpr (requires { stream_.close(ignored); })
             stream_.close(ignored);
         else
             stream_.close();

@@ -78,7 +78,14 @@ public:
     RSTREAM_DECL asio::awaitable<void> async_shutdown_send();
 
     /// Closes the socket at once (outstanding operations complete with operation_aborted).
+    /// No close_notify: the peer reads a truncation (stream_truncated), which relays pass on
+    /// as a reset (core/relay.hpp).
     RSTREAM_DECL void close() noexcept;
+
+    /// Closes at once as an orderly end: a close_notify goes first (when no write is in flight
+    /// and it fits in the socket's send buffer), so the peer reads end of data, not a
+    /// truncation. For deliberate closes (an idle stream dropped); close() for failures.
+    RSTREAM_DECL void close_gracefully() noexcept;
 
     /// Reads some decrypted bytes. Completion: void(error_code, std::size_t).
     /// asio::error::eof after the peer's close_notify; asio::ssl::error::stream_truncated

@@ -176,4 +176,24 @@ void tls_stream::close() noexcept {
     state_->socket.close(ignored);
 }
 
+void tls_stream::close_gracefully() noexcept {
+    auto& s = *state_;
+    // A write in flight owns `out`: its record may be half sent, so nothing can follow it.
+    if (s.socket.is_open() && s.out.empty() && SSL_is_init_finished(s.ssl)) {
+        ERR_clear_error();
+        SSL_shutdown(s.ssl);  // queues close_notify (nothing new if one was sent already)
+        s.drain_output();
+        if (!s.out.empty()) {
+            // Never blocks: a full send buffer means the peer reads a truncation instead.
+            boost::system::error_code ec;
+            s.socket.non_blocking(true, ec);
+            if (!ec)
+                s.socket.write_some(asio::buffer(s.out), ec);
+            s.out.clear();
+        }
+        ERR_clear_error();
+    }
+    close();
+}
+
 } // namespace rstream::transport

@@ -7,14 +7,11 @@
 # answer a cut upload.
 #   agent killed (-9) during a download: the published tcp client gets a reset;
 #   engine killed (-9) during an upload: the upstream gets a reset from the agent.
-# Known defect (fails today): core/relay.hpp passes on only connection_reset as a reset; a
-# truncation (asio::ssl::error::stream_truncated) ends the other side with a plain close, so
-# both checks see a clean end. Treating stream_truncated like a reset there fixes both, but
-# the engine also closes tunnel streams abruptly on purpose (http proxy: 504, pool eviction),
-# which the agent would then pass on to the target as a reset too (test_fault_upstream expects
-# an end of data there): those closes need a close_notify first.
+# The engine's own deliberate closes of tunnel streams (an idle pooled stream dropped, a 504)
+# send close_notify first, so those still reach the target as an orderly end
+# (test_fault_upstream.sh).
 # shellcheck source=lib.sh source-path=SCRIPTDIR
-source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # peer.py MODE PORT FILE: a local peer that writes how its connection ended to FILE:
 #   source-server  serves 64 KiB every 20 ms to each connection, forever
