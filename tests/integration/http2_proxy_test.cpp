@@ -692,3 +692,51 @@ TEST_CASE("published http tunnel sends GOAWAY on an idle HTTP/2 connection", "[h
     CHECK(*goaway_error == 0);  // NO_ERROR
     CHECK(eventually([&] { return p.ended == 1; }));
 }
+
+TEST_CASE("published http tunnel does not count PINGs as activity on an idle HTTP/2 connection", "[http2]") {
+    // A client that sends nothing but PINGs makes no requests: the connection is idle and
+    // gets its GOAWAY while the PINGs go on (they get their ACKs meanwhile).
+    h2_proxy p;
+    p.limits.idle_timeout = 200ms;
+    p.start();
+    asio::io_context client_ioc;
+    tcp::socket client(client_ioc);
+    client.connect({asio::ip::make_address("127.0.0.1"), p.port});
+    using namespace std::string_literals;
+    asio::write(client, asio::buffer("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"s + "\x00\x00\x00\x04\x00\x00\x00\x00\x00"s));
+    const std::string ping = "\x00\x00\x08\x06\x00\x00\x00\x00\x00"s + "12345678"s;
+    std::string received;
+    std::size_t parsed = 0;
+    bool goaway = false;
+    int ping_acks = 0;
+    const int max_pings = 400;  // 10 s of PINGs: far beyond the 200 ms idle timeout
+    int pings = 0;
+    client.non_blocking(true);
+    for (; pings < max_pings && !goaway; ++pings) {
+        boost::system::error_code ec;
+        asio::write(client, asio::buffer(ping), ec);
+        if (ec)
+            break;
+        std::this_thread::sleep_for(25ms);
+        char buf[4096];
+        std::size_t n = client.read_some(asio::buffer(buf), ec);  // what came meanwhile (non-blocking)
+        if (ec && ec != asio::error::would_block)
+            break;
+        received.append(buf, n);
+        while (parsed + 9 <= received.size()) {
+            auto len = (std::size_t(std::uint8_t(received[parsed])) << 16) |
+                       (std::size_t(std::uint8_t(received[parsed + 1])) << 8) | std::uint8_t(received[parsed + 2]);
+            if (parsed + 9 + len > received.size())
+                break;
+            if (received[parsed + 3] == 0x07)
+                goaway = true;
+            if (received[parsed + 3] == 0x06 && (received[parsed + 4] & 0x01))
+                ++ping_acks;
+            parsed += 9 + len;
+        }
+    }
+    INFO("PINGs sent: " << pings << ", acknowledged: " << ping_acks);
+    CHECK(ping_acks > 0);
+    CHECK(goaway);
+    CHECK(pings < max_pings);
+}

@@ -192,7 +192,6 @@ asio::awaitable<void> connection<D, U>::read_loop() {
         auto [ec, n] = co_await down_.async_read_some(asio::buffer(buf.get(), read_chunk), use_tuple);
         if (ec)
             break;
-        last_activity_ = clock::now();
         if (feeding && !writer_done_) {
             // On a protocol error nghttp2 queued a GOAWAY; what follows is read and dropped
             // until the writer sent it and the linger ends.
@@ -300,6 +299,9 @@ asio::awaitable<void> connection<D, U>::watch_loop() {
 template <class D, class U>
 void connection<D, U>::start_tasks() {
     for (auto& s : session_->take_requests()) {
+        // Only requests count as activity: PINGs, SETTINGS or WINDOW_UPDATEs alone do not
+        // keep an idle connection open.
+        last_activity_ = clock::now();
         ++live_tasks_;
         asio::co_spawn(ex_, serve_stream(std::move(s)), asio::detached);
     }
@@ -327,3 +329,4 @@ boost::asio::awaitable<void> serve_http2(Downstream& downstream, boost::asio::ip
 }
 
 } // namespace rstream::edge
+
