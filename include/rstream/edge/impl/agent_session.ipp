@@ -96,6 +96,8 @@ asio::awaitable<void> agent_session::run(protocol::OpenControlChannelReq req) {
         eng->tunnels.remove(tid, now, grace);
         eng->tunnel_removed(tid);
     }
+    if (auto held = refusal_log.held_back(); held > 0)
+        log::info("tunnel refusals not logged", {{"client", client_id}, {"count", std::to_string(held)}});
     log::info("control channel closed", {{"client", client_id}, {"reason", reason}});
     eng->session_ended(id);
 }
@@ -188,9 +190,14 @@ void agent_session::on_open_tunnel(const protocol::OpenTunnelReq& req) {
     auto* r = rsp.mutable_open_tunnel_rsp();
     r->set_request_id(req.request_id());
     auto refuse = [&](error code, std::string why) {
-        log::info("tunnel refused", {{"client", client_id},
-                                     {"name", req.tunnel_properties().has_name() ? req.tunnel_properties().name().value() : ""},
-                                     {"reason", why}});
+        if (std::uint64_t held = 0; refusal_log.allow(held)) {
+            const auto& name = req.tunnel_properties().has_name() ? req.tunnel_properties().name().value() : "";
+            if (held == 0)
+                log::info("tunnel refused", {{"client", client_id}, {"name", name}, {"reason", why}});
+            else
+                log::info("tunnel refused", {{"client", client_id}, {"name", name}, {"reason", why},
+                                             {"not_logged_before", std::to_string(held)}});
+        }
         *r->mutable_error() = framing::make_error(code, std::move(why));
         send(rsp);
     };

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <rstream/core/event.hpp>
+#include <rstream/core/log.hpp>
 #include <rstream/edge/engine.hpp>
 #include <rstream/edge/http1_proxy.hpp>
 #include <rstream/edge/http2_proxy.hpp>
@@ -170,6 +171,8 @@ struct agent_session : std::enable_shared_from_this<agent_session> {
     /// does not read its answers is no longer read (and is dropped when its heartbeat
     /// timeout passes) instead of making outq grow without bound.
     event out_room;
+    /// "tunnel refused" lines: an agent retrying a refused tunnel in a loop logs a few a minute.
+    log::rate_limit refusal_log{5, std::chrono::seconds(60)};
     static constexpr std::size_t max_outq_bytes = 1 << 20;
     bool finish_after_flush = false;
     bool orderly_close = false;  // the agent asked to close: its names are freed at once
