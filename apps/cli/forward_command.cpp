@@ -42,6 +42,8 @@ struct forward_options {
     std::vector<std::string> labels;
     std::string output = "auto";
     std::string reconnect_max = "2s";
+    std::string heartbeat_interval = "5s";
+    std::string heartbeat_timeout = "15s";
 };
 
 rstream::tunnel_properties make_properties(const forward_options& o) {
@@ -104,6 +106,7 @@ int run_forward(const forward_options& o, const rstream::apps::client_flags& fla
     rstream::forward_target target;
     rstream::tunnel_properties props;
     std::chrono::milliseconds reconnect_cap{5000};
+    std::chrono::milliseconds heartbeat_interval{5000}, heartbeat_timeout{15000};
     rstream::forward_settings settings;
     try {
         config = rstream::transport::resolve_client_config(flags.overrides());
@@ -131,6 +134,19 @@ int run_forward(const forward_options& o, const rstream::apps::client_flags& fla
             rstream::throw_error(rstream::error::invalid_configuration,
                                  "--reconnect-max-delay '" + o.reconnect_max + "' is not a duration of at least 100ms");
         reconnect_cap = *cap;
+        // The engine takes an interval of 1s-300s and a timeout from the interval to 900s.
+        auto interval = rstream::parse_duration(o.heartbeat_interval);
+        if (!interval || *interval < std::chrono::seconds(1) || *interval > std::chrono::seconds(300))
+            rstream::throw_error(rstream::error::invalid_configuration,
+                                 "--heartbeat-interval '" + o.heartbeat_interval + "' is not a duration from 1s to 300s");
+        auto timeout = rstream::parse_duration(o.heartbeat_timeout);
+        if (!timeout || *timeout < 2 * *interval || *timeout > std::chrono::seconds(900))
+            rstream::throw_error(rstream::error::invalid_configuration,
+                                 "--heartbeat-timeout '" + o.heartbeat_timeout +
+                                     "' is not a duration of at least twice --heartbeat-interval (" +
+                                     o.heartbeat_interval + ") and at most 900s");
+        heartbeat_interval = *interval;
+        heartbeat_timeout = *timeout;
     } catch (const std::exception& e) {
         out.error(rstream::describe(e));
         return 1;
@@ -147,6 +163,8 @@ int run_forward(const forward_options& o, const rstream::apps::client_flags& fla
     opts.config = config;
     opts.retry_initial_connect = true;
     opts.reconnect.max = reconnect_cap;
+    opts.heartbeat_interval = heartbeat_interval;
+    opts.heartbeat_timeout = heartbeat_timeout;
     opts.on_status = [&](const rstream::status_event& e) {
         out.status(e);
         // The SDK re-created the tunnel after a reconnection: show the block again.
@@ -238,6 +256,13 @@ CLI::App* add_forward_command(CLI::App& root, rstream::apps::client_flags& flags
     cmd->add_option("--label", o->labels, "Label KEY=VALUE (repeatable)");
     cmd->add_option("--reconnect-max-delay", o->reconnect_max,
                     "Longest wait between reconnection attempts (backoff from 100ms, doubling, full jitter)")
+        ->capture_default_str();
+    cmd->add_option("--heartbeat-interval", o->heartbeat_interval,
+                    "How often the agent and the engine show each other they are alive (1s-300s)")
+        ->capture_default_str();
+    cmd->add_option("--heartbeat-timeout", o->heartbeat_timeout,
+                    "Silence after which either side drops the connection and the agent reconnects "
+                    "(at least twice the interval; lower finds a dead network path sooner)")
         ->capture_default_str();
     cmd->add_option("-o,--output", o->output,
                     "Output: a live view on a terminal (auto), text lines, or one JSON object per event")

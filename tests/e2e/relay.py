@@ -15,6 +15,7 @@ Accepts on 127.0.0.1:LISTEN_PORT and relays each connection, both ways, to
 Prints "relay listening on 127.0.0.1:PORT", "paused", "resumed", and one line per connection
 accepted and ended. Runs until killed.
 """
+import os
 import signal
 import socket
 import sys
@@ -70,12 +71,14 @@ def relay(client, target_port, n):
 
 
 def on_signal(signum, _frame):
+    # A handler runs between two bytecodes of the main thread, maybe inside its print():
+    # buffered stdout would be re-entered, so the line goes out with one raw write.
     if signum == signal.SIGUSR1:
         RUNNING.clear()
-        say("paused")
+        os.write(sys.stdout.fileno(), b"paused\n")
     else:
         RUNNING.set()
-        say("resumed")
+        os.write(sys.stdout.fileno(), b"resumed\n")
 
 
 def main():

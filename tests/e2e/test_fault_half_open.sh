@@ -3,8 +3,9 @@
 # TCP relay (relay.py) that is then paused, so both keep their sockets open but nothing gets
 # through either way, no end of stream, no reset. Each side notices by its heartbeats alone:
 # the engine closes the control channel, the agent reports the channel lost and keeps trying
-# (`-o json`: channel.disconnected, channel.reconnecting), within the heartbeat timeout
-# rstream forward proposes (15 s; docs/protocol.md, liveness). Once the relay forwards again,
+# (`-o json`: channel.disconnected, channel.reconnecting), within the heartbeat timeout the
+# forward proposes (`--heartbeat-interval 1s --heartbeat-timeout 4s` here, 5 s/15 s by
+# default; docs/protocol.md, liveness). Once the relay forwards again,
 # the agent reconnects and the tunnel answers under the same name. Detection times are printed
 # for information only.
 # shellcheck source=lib.sh source-path=SCRIPTDIR
@@ -20,9 +21,21 @@ wait_for_line "$LOGS/relay.log" '^relay listening' 30 "$RELAY_PID"
 ECHO_PORT=$(free_port)
 start_upstream echo "$ECHO_PORT"
 
+check "liveness flags out of range are refused, naming the flag"
+for bad in "--heartbeat-interval 500ms" "--heartbeat-interval 301s" "--heartbeat-timeout 1s" \
+           "--heartbeat-interval 10s --heartbeat-timeout 15s" "--heartbeat-timeout 901s" "--heartbeat-timeout soon"; do
+    rc=0
+    # shellcheck disable=SC2086 # the flags are meant to split
+    "$RSTREAM" forward "$ECHO_PORT" --no-publish -o text --engine "localhost:$ENGINE_PORT" $bad \
+        >"$LOGS/badflag.out" 2>&1 || rc=$?
+    ((rc != 0)) || fail "rstream forward $bad did not fail"
+    grep -q -- "--heartbeat-" "$LOGS/badflag.out" || fail "rstream forward $bad: no flag named in: $(cat "$LOGS/badflag.out")"
+done
+
 check "the agent reaches the engine through the relay; rstream-nc (straight to the engine) reaches the tunnel"
 # The engine's certificate names localhost, so the relay's address verifies as the engine.
-spawn fwd "$RSTREAM" forward "$ECHO_PORT" --no-publish --name halfopen -o json --engine "localhost:$RELAY_PORT"
+spawn fwd "$RSTREAM" forward "$ECHO_PORT" --no-publish --name halfopen -o json --engine "localhost:$RELAY_PORT" \
+    --heartbeat-interval 1s --heartbeat-timeout 4s
 FWD_PID=$SPAWNED_PID
 FWD="$LOGS/fwd.log"
 wait_for_line "$FWD" '"event":"tunnel.online"' 60 "$FWD_PID"
@@ -31,8 +44,8 @@ nc_echo_ok halfopen || fail "rstrm://halfopen does not work through the relay"
 grep -q '^connection 1 ' "$LOGS/relay.log" || fail "the agent's connection did not go through the relay"
 CLIENT=$(sed -n 's/.*control channel opened client=\([^ ]*\).*/\1/p' "$ENGINE_LOG" | head -n 1)
 [[ -n $CLIENT ]] || fail "no 'control channel opened client=ID' line in the engine log"
-grep -q "control channel opened client=$CLIENT .*heartbeat_timeout_ms=15000" "$ENGINE_LOG" ||
-    say "  (the channel's heartbeat timeout is not the 15000 ms expected: $(grep -m1 "client=$CLIENT" "$ENGINE_LOG"))"
+grep -q "control channel opened client=$CLIENT .*heartbeat_timeout_ms=4000" "$ENGINE_LOG" ||
+    fail "the channel's liveness has not the 4000 ms timeout the flags asked for: $(grep -m1 "client=$CLIENT" "$ENGINE_LOG")"
 
 check "the relay pauses: the engine closes the silent channel, the agent reports it lost"
 MARK=$(wc -l <"$FWD")
