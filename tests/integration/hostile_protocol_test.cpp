@@ -116,6 +116,38 @@ TEST_CASE("hostile: a first frame that does not open a connection closes it, and
     });
 }
 
+TEST_CASE("hostile: a string field with invalid UTF-8 is a bad frame, logged in the engine's format only") {
+    engine_files files;
+    captured_log log;
+    run_scenario([&](asio::io_context& ioc) -> asio::awaitable<void> {
+        served_engine e(ioc, files, {});
+        co_await e.start_echo(ioc);
+        // An OpenTunnelReq whose name (a string field) is not UTF-8: protobuf refuses to parse it.
+        auto bytes = frame_of(open_tunnel_req("1", "sneaky"));
+        auto at = bytes.find("sneaky");
+        REQUIRE(at != std::string::npos);
+        bytes.replace(at, 6, "\xff\xfe\xc0\x80\xed\xa0");
+        for (int i = 0; i < 3; ++i) {
+            auto conn = co_await agent_connection(files, e.port);
+            co_await send_bytes(conn, bytes);
+            bool closed = co_await closed_by_peer(conn, 30s);
+            CHECK(closed);
+        }
+        // Also on an open control channel.
+        auto ctrl = co_await raw_control_channel(files, e.port);
+        co_await send_bytes(ctrl, bytes);
+        bool closed = co_await closed_by_peer(ctrl, 30s);
+        CHECK(closed);
+        bool served = co_await echo_works(files, e.port, "echo");
+        CHECK(served);
+        co_await e.stop();
+    });
+    // Nothing but the engine's own lines: protobuf's parse errors are not printed to stderr.
+    CHECK(log.count({"libprotobuf"}) == 0);
+    CHECK(log.count({"connection closed before its first frame", "not hold a valid rstrm/1 message"}) == 3);
+    CHECK(log.count({"control channel closed", "not hold a valid rstrm/1 message"}) == 1);
+}
+
 namespace {
 
 /// Sends `m` on an open control channel and reads until the engine closes it; returns whether it did.

@@ -3,6 +3,8 @@
 #include <rstream/framing/frame_codec.hpp>
 #include <rstream/proto/rstream.pb.h>
 
+#include <google/protobuf/stubs/logging.h>
+
 namespace rstream::framing {
 
 boost::system::error_code check_header(std::span<const std::uint8_t, header_size> h, std::size_t& length) noexcept {
@@ -45,6 +47,10 @@ boost::system::error_code parse_message(std::span<const std::uint8_t> payload, p
     if (payload.size() > max_payload)
         return error::frame_too_large;
     try {
+        // A peer's bad message is the caller's to report (frame_malformed, in our log format);
+        // protobuf would also print its own line to stderr (e.g. invalid UTF-8 in a string
+        // field), once per message a hostile peer sends.
+        google::protobuf::LogSilencer quiet;
         if (!out.ParseFromArray(payload.data(), static_cast<int>(payload.size())))
             return error::frame_malformed;
     } catch (...) {
