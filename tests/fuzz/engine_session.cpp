@@ -3,13 +3,15 @@
 // written, after a real TLS handshake with ALPN rstrm/1 (the SDK's async_connect_engine), as
 // the plaintext bytes of the connection: frames, from the first one (OpenControlChannelReq,
 // ProxyReq or StreamReq) on. Then the harness half-closes, reads until the engine closes,
-// and checks that the engine still serves: a fresh control channel opens and closes.
+// and, on the first inputs and every 64th after, checks that the engine still serves: a
+// fresh control channel opens and closes.
 //
 // This reaches what messages cannot: the handlers of engine.ipp and agent_session.ipp
 // (authentication, the protocol version check, liveness negotiation, heartbeats,
 // OpenTunnelReq and publishing, CloseTunnelReq, ProxyConnRsp, unknown payloads, bad frames).
 // Tokens in the corpus are signed with the fixed secret below and do not expire.
-// Each input costs two TLS handshakes: expect a few hundred executions per second at best.
+// Each input costs a real TLS connection to a real engine: expect a few hundred executions
+// per second at best.
 // RSTREAM_FUZZ_LOG=debug shows the engine's log.
 #include "fuzz_input.hpp"
 
@@ -174,6 +176,16 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
     run(one_connection(std::string(reinterpret_cast<const char*>(data), size)), "the fuzzed connection");
-    run(probe(), "the probe connection (is the engine still serving?)");
+    // A broken engine also fails the next input's TLS connection; the full probe (a control
+    // channel opened and closed in order) runs on the first inputs and then every 64th, or
+    // on every input with RSTREAM_FUZZ_PROBE_EVERY=1 (to find which input broke it).
+    static const unsigned long every = [] {
+        const char* e = std::getenv("RSTREAM_FUZZ_PROBE_EVERY");
+        unsigned long n = e ? std::strtoul(e, nullptr, 10) : 0;
+        return n > 0 ? n : 64;
+    }();
+    static unsigned long inputs = 0;
+    if (++inputs <= 16 || inputs % every == 0)
+        run(probe(), "the probe connection (is the engine still serving?)");
     return 0;
 }
