@@ -9,6 +9,7 @@
 #include <boost/asio/experimental/parallel_group.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/redirect_error.hpp>
+#include <boost/asio/socket_base.hpp>
 #include <boost/asio/ssl/error.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -17,6 +18,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <vector>
 
 namespace rstream {
 
@@ -77,6 +79,57 @@ void abort_stream(Stream& s) {
     }
 }
 
+/// Relay buffers of the default size, reused per thread: a relay takes one when its source
+/// has bytes and gives it back once they are written, so an idle stream holds none.
+inline constexpr std::size_t pooled_relay_buffer = 64 * 1024;
+
+class relay_buffer {
+public:
+    explicit relay_buffer(std::size_t size) : size_(size) {
+        auto& free = pool();
+        if (size == pooled_relay_buffer && !free.empty()) {
+            p_ = std::move(free.back());
+            free.pop_back();
+        } else {
+            p_.reset(new std::uint8_t[size]);
+        }
+    }
+    ~relay_buffer() {
+        auto& free = pool();
+        if (p_ && size_ == pooled_relay_buffer && free.size() < max_pooled)
+            free.push_back(std::move(p_));
+    }
+    relay_buffer(const relay_buffer&) = delete;
+    relay_buffer& operator=(const relay_buffer&) = delete;
+
+    std::uint8_t* data() const noexcept { return p_.get(); }
+    std::size_t size() const noexcept { return size_; }
+
+private:
+    static constexpr std::size_t max_pooled = 32;  // 2 MiB per thread at most
+    static std::vector<std::unique_ptr<std::uint8_t[]>>& pool() {
+        thread_local std::vector<std::unique_ptr<std::uint8_t[]>> free;
+        return free;
+    }
+    std::unique_ptr<std::uint8_t[]> p_;
+    std::size_t size_;
+};
+
+/// Waits until a read of `s` would find something, where the stream can tell (a socket, a
+/// TLS stream); returns at once otherwise. operation_aborted when `s` was closed meanwhile.
+template <class Stream>
+asio::awaitable<boost::system::error_code> wait_readable(Stream& s) {
+    if constexpr (requires { s.async_wait_readable(); }) {
+        co_return co_await s.async_wait_readable();
+    } else if constexpr (requires { s.async_wait(asio::socket_base::wait_read, asio::use_awaitable); }) {
+        boost::system::error_code ec;
+        co_await s.async_wait(asio::socket_base::wait_read, asio::redirect_error(asio::use_awaitable, ec));
+        co_return ec;
+    } else {
+        co_return boost::system::error_code{};
+    }
+}
+
 /// One direction: read until end of data, write everything, then half-close the writer.
 /// On an error both streams are closed, which ends the other direction too.
 /// Sees the bytes of one direction as they pass (never changes them).
@@ -85,16 +138,20 @@ using relay_tap = std::function<void(const void*, std::size_t)>;
 template <class From, class To>
 asio::awaitable<void> pump(From& from, To& to, std::uint64_t& moved, bool& clean, std::size_t buffer_size,
                            relay_tap tap = {}) {
-    auto buf = std::make_unique<std::uint8_t[]>(buffer_size);
     for (;;) {
-        boost::system::error_code ec;
-        std::size_t n = co_await from.async_read_some(asio::buffer(buf.get(), buffer_size),
-                                                      asio::redirect_error(asio::use_awaitable, ec));
+        boost::system::error_code ec = co_await wait_readable(from);
+        if (ec != asio::error::operation_aborted)
+            ec = {};  // any other failure shows on the read
+        std::size_t n = 0;
+        relay_buffer buf(buffer_size);
+        if (!ec)
+            n = co_await from.async_read_some(asio::buffer(buf.data(), buf.size()),
+                                              asio::redirect_error(asio::use_awaitable, ec));
         if (n > 0) {
             if (tap)
-                tap(buf.get(), n);
+                tap(buf.data(), n);
             boost::system::error_code wec;
-            co_await asio::async_write(to, asio::buffer(buf.get(), n), asio::redirect_error(asio::use_awaitable, wec));
+            co_await asio::async_write(to, asio::buffer(buf.data(), n), asio::redirect_error(asio::use_awaitable, wec));
             if (wec) {
                 // The writer's side failed: the reader's peer learns it as a reset too.
                 clean = false;

@@ -10,11 +10,14 @@
 
 #include <boost/asio/any_completion_handler.hpp>
 #include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/buffer.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/socket_base.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
 #include <array>
@@ -58,6 +61,11 @@ public:
         /// Ends the sending direction (TLS close_notify and/or FIN, HTTP/2 END_STREAM); reading
         /// goes on. Errors are not reported: a failed half-close shows on the next read.
         virtual void shutdown_send(done_handler handler) = 0;
+        /// Completes once a read would find something (or at once where the stream cannot
+        /// tell): relays wait with it before they take a buffer.
+        virtual void wait_readable(done_handler handler) {
+            asio::post(get_executor(), [h = std::move(handler)]() mutable { std::move(h)(boost::system::error_code{}); });
+        }
         /// Ends the stream at once; outstanding operations complete with an error.
         virtual void close() noexcept = 0;
         /// Ends the stream at once so that the peer sees an error (a TCP reset underneath).
@@ -104,6 +112,15 @@ public:
             impl_.get());
     }
 
+    /// See impl::wait_readable; operation_aborted when closed meanwhile.
+    asio::awaitable<boost::system::error_code> async_wait_readable() {
+        auto [ec] = co_await asio::async_initiate<const asio::as_tuple_t<asio::use_awaitable_t<>>,
+                                                  void(boost::system::error_code)>(
+            [](auto handler, impl* p) { p->wait_readable(done_handler(std::move(handler))); },
+            asio::as_tuple(asio::use_awaitable), impl_.get());
+        co_return ec;
+    }
+
     void close() noexcept {
         if (impl_)
             impl_->close();
@@ -148,6 +165,18 @@ public:
             boost::system::error_code ignored;
             stream_.shutdown(Stream::shutdown_send, ignored);
             asio::post(stream_.get_executor(), [h = std::move(handler)]() mutable { std::move(h)(boost::system::error_code{}); });
+        }
+    }
+    void wait_readable(upstream_stream::done_handler handler) override {
+        if constexpr (requires { stream_.async_wait_readable(); }) {
+            asio::co_spawn(stream_.get_executor(), stream_.async_wait_readable(),
+                           [h = std::move(handler)](std::exception_ptr, boost::system::error_code ec) mutable {
+                               std::move(h)(ec);
+                           });
+        } else if constexpr (requires { stream_.async_wait(asio::socket_base::wait_read, asio::detached); }) {
+            stream_.async_wait(asio::socket_base::wait_read, std::move(handler));
+        } else {
+            upstream_stream::impl::wait_readable(std::move(handler));
         }
     }
     void close() noexcept override {

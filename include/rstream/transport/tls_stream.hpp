@@ -87,6 +87,11 @@ public:
     /// truncation. For deliberate closes (an idle stream dropped); close() for failures.
     RSTREAM_DECL void close_gracefully() noexcept;
 
+    /// Completes once a read would find something (plaintext or ciphertext held here, bytes
+    /// or an end on the socket); operation_aborted when closed meanwhile. A relay waits with
+    /// this before it takes a buffer, so idle streams hold none.
+    RSTREAM_DECL asio::awaitable<boost::system::error_code> async_wait_readable();
+
     /// Reads some decrypted bytes. Completion: void(error_code, std::size_t).
     /// asio::error::eof after the peer's close_notify; asio::ssl::error::stream_truncated
     /// when the TCP connection ended without one.
@@ -109,7 +114,6 @@ struct tls_stream::state {
     SSL* ssl = nullptr;
     BIO* rbio = nullptr;  // network -> OpenSSL
     BIO* wbio = nullptr;  // OpenSSL -> network
-    std::vector<std::uint8_t> in;   // ciphertext read from the socket
     std::vector<std::uint8_t> out;  // ciphertext waiting to be written
     bool read_eof = false;
 

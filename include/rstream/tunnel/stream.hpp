@@ -42,6 +42,9 @@ public:
         return s_.async_write_some(buffers, std::forward<Token>(token));
     }
 
+    /// Completes once a read would find something (see transport::tls_stream).
+    boost::asio::awaitable<boost::system::error_code> async_wait_readable() { return s_.async_wait_readable(); }
+
     /// Half-close: the peer reads eof; this side can still read.
     boost::asio::awaitable<void> async_shutdown_send() { return s_.async_shutdown_send(); }
 

@@ -4,6 +4,8 @@
 #include <boost/asio/read.hpp>
 
 #include <algorithm>
+#include <memory>
+#include <span>
 
 namespace rstream::transport::detail {
 
@@ -11,25 +13,56 @@ namespace rstream::transport::detail {
 /// the ciphertext buffer stays small.
 inline constexpr std::size_t max_write_batch = 256 * 1024;
 
+/// Most ciphertext moved from the socket to OpenSSL at once.
+inline constexpr std::size_t tls_read_chunk = 64 * 1024;
+
+/// A ciphertext buffer above this is given back once its write is done (an idle stream
+/// keeps none of what a bulk transfer needed).
+inline constexpr std::size_t kept_write_buffer = 32 * 1024;
+
+/// Where ciphertext read from a socket stays until OpenSSL has it: one buffer per thread,
+/// used only between a readiness wait and the BIO_write right after it, so a stream that
+/// waits for data holds no buffer of its own.
+inline std::span<std::uint8_t> read_scratch() {
+    thread_local std::unique_ptr<std::uint8_t[]> buffer(new std::uint8_t[tls_read_chunk]);
+    return {buffer.get(), tls_read_chunk};
+}
+
+/// Moves what the socket has (it is readable, or at end) into OpenSSL's read BIO without
+/// blocking. Returns would_block when nothing was there after all.
+inline boost::system::error_code feed_from_socket(tls_stream::state& s) {
+    auto scratch = read_scratch();
+    boost::system::error_code ec;
+    std::size_t n = s.socket.read_some(asio::buffer(scratch.data(), scratch.size()), ec);
+    if (ec == asio::error::eof) {
+        s.read_eof = true;
+        return {};
+    }
+    if (ec)
+        return ec;
+    if (BIO_write(s.rbio, scratch.data(), static_cast<int>(n)) != static_cast<int>(n))
+        return make_error_code(error::internal);
+    return {};
+}
+
 template <class MutableBufferSequence>
 struct tls_read_op {
     tls_stream::state* s;
     MutableBufferSequence buffers;
-    enum { starting, reading, posted } stage = starting;
+    enum { starting, waiting, posted } stage = starting;
 
     template <class Self>
     void operator()(Self& self, boost::system::error_code ec = {}, std::size_t n = 0) {
         if (stage == posted)
             return self.complete(ec, n);
-        if (stage == reading) {
-            if (ec == asio::error::eof) {
-                s->read_eof = true;
-                ec = {};
-            }
+        if (stage == waiting) {
             if (ec)
                 return self.complete(ec, 0);
-            if (n > 0 && BIO_write(s->rbio, s->in.data(), static_cast<int>(n)) != static_cast<int>(n))
-                return self.complete(make_error_code(error::internal), 0);
+            ec = feed_from_socket(*s);
+            if (ec == asio::error::would_block || ec == asio::error::try_again)
+                return s->socket.async_wait(asio::socket_base::wait_read, std::move(self));
+            if (ec)
+                return self.complete(ec, 0);
         }
         asio::mutable_buffer target;
         for (auto it = asio::buffer_sequence_begin(buffers); it != asio::buffer_sequence_end(buffers); ++it) {
@@ -50,8 +83,9 @@ struct tls_read_op {
             if (err == SSL_ERROR_WANT_READ) {
                 if (s->read_eof)
                     return finish(self, asio::ssl::error::stream_truncated, 0);
-                stage = reading;
-                return s->socket.async_read_some(asio::buffer(s->in), std::move(self));
+                // Wait for the socket first, then read it into the per-thread buffer.
+                stage = waiting;
+                return s->socket.async_wait(asio::socket_base::wait_read, std::move(self));
             }
             if (err == SSL_ERROR_ZERO_RETURN)
                 return finish(self, asio::error::eof, 0);
@@ -82,6 +116,8 @@ struct tls_write_op {
     void operator()(Self& self, boost::system::error_code ec = {}, std::size_t = 0) {
         if (started) {
             s->out.clear();
+            if (s->out.capacity() > kept_write_buffer)
+                std::vector<std::uint8_t>().swap(s->out);
             return self.complete(ec, ec ? 0 : consumed);
         }
         started = true;

@@ -13,8 +13,6 @@
 namespace rstream::transport {
 
 namespace {
-constexpr std::size_t read_chunk = 64 * 1024;
-
 std::string openssl_error_text(unsigned long e) {
     char buf[256];
     ERR_error_string_n(e, buf, sizeof buf);
@@ -24,7 +22,9 @@ std::string openssl_error_text(unsigned long e) {
 
 tls_stream::tls_stream(asio::ip::tcp::socket socket, SSL_CTX* ctx, tls_role role)
     : state_(std::make_unique<state>(std::move(socket))) {
-    state_->in.resize(read_chunk);
+    // Reads wait for readiness and then read without blocking (impl/tls_stream.hpp).
+    boost::system::error_code ignored;
+    state_->socket.non_blocking(true, ignored);
     state_->ssl = SSL_new(ctx);
     if (!state_->ssl)
         throw_error(error::internal, "cannot create a TLS session: " + openssl_error_text(ERR_get_error()));
@@ -136,8 +136,10 @@ asio::awaitable<void> tls_stream::async_handshake() {
         if (err == SSL_ERROR_WANT_READ) {
             if (s.read_eof)
                 throw_error(asio::error::eof, "TLS handshake: the peer closed the connection");
-            std::size_t n = co_await s.socket.async_read_some(asio::buffer(s.in), asio::use_awaitable);
-            BIO_write(s.rbio, s.in.data(), static_cast<int>(n));
+            co_await s.socket.async_wait(asio::socket_base::wait_read, asio::use_awaitable);
+            auto fed = detail::feed_from_socket(s);
+            if (fed && fed != asio::error::would_block && fed != asio::error::try_again)
+                throw boost::system::system_error(fed);
             continue;
         }
         long verify = SSL_get_verify_result(s.ssl);
@@ -169,6 +171,15 @@ asio::awaitable<void> tls_stream::async_shutdown_send() {
     }
     boost::system::error_code ignored;
     s.socket.shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
+}
+
+asio::awaitable<boost::system::error_code> tls_stream::async_wait_readable() {
+    auto& s = *state_;
+    if (s.read_eof || SSL_has_pending(s.ssl) || BIO_ctrl_pending(s.rbio) > 0)
+        co_return boost::system::error_code{};
+    boost::system::error_code ec;
+    co_await s.socket.async_wait(asio::socket_base::wait_read, asio::redirect_error(asio::use_awaitable, ec));
+    co_return ec;
 }
 
 void tls_stream::close() noexcept {
