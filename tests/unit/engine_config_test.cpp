@@ -149,7 +149,7 @@ TEST_CASE("published HTTP limits: defaults, file and environment") {
     CHECK(defaults.http_head_timeout == 10s);
     CHECK(defaults.http_idle_timeout == 60s);
     CHECK(defaults.http_upstream_timeout == 60s);
-    CHECK(defaults.http_idle_upstreams == 8);
+    CHECK(defaults.http_idle_upstreams == 64);
 
     const yaml_file file(R"(
 http:

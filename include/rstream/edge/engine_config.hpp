@@ -72,7 +72,7 @@ struct engine_config {
     /// `http.upstream_timeout`: time for the upstream's response head after the request (504).
     std::chrono::milliseconds http_upstream_timeout{60000};
     /// `http.idle_upstreams_per_tunnel`: idle HTTP/1.1 upstream streams kept per tunnel.
-    std::size_t http_idle_upstreams = 8;
+    std::size_t http_idle_upstreams = 64;
     /// `publish.tcp_port_min` / `publish.tcp_port_max`: ports given to published tcp tunnels.
     std::size_t tcp_port_min = 20000;
     std::size_t tcp_port_max = 29999;

@@ -38,7 +38,7 @@ struct http_limits {
     /// stream is closed.
     std::chrono::milliseconds upstream_timeout{60000};
     /// Most idle upstream streams kept per tunnel (bounded further by upstream_pool::max_idle).
-    std::size_t max_idle_upstreams = 8;
+    std::size_t max_idle_upstreams = 64;
     /// Largest upstream response head; larger → 502.
     std::size_t max_response_head_bytes = 64 * 1024;
     /// When the engine closes a connection after its last response, how long it keeps reading
