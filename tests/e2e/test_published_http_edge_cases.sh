@@ -134,6 +134,59 @@ PY
     [[ $h2_status == 431 ]] || fail "a 64 KiB header over HTTP/2 got '$h2_status', expected 431"
     [[ -z $(recorded_seq "$UP_DIR" /big-header-h2) ]] || fail "the upstream received the HTTP/2 request with the 64 KiB header"
     still_serving "the HTTP/2 431"
+
+    # h2_post PATH CONTENT-LENGTH BODY: a POST over HTTP/2 with that content-length field, sent
+    # as given (h2's own checks off); prints the status, or "reset" when the stream was reset.
+    h2_post() {
+        timeout -k 5 30 "$h2py" - "$T/engine/ca.pem" "$ENGINE_PORT" "$@" <<'PY'
+import socket, ssl, sys
+import h2.config, h2.connection, h2.events
+ctx = ssl.create_default_context(cafile=sys.argv[1])
+ctx.set_alpn_protocols(["h2"])
+sock = ctx.wrap_socket(socket.create_connection(("127.0.0.1", int(sys.argv[2]))), server_hostname="web.t.localhost")
+conn = h2.connection.H2Connection(h2.config.H2Configuration(
+    client_side=True, validate_outbound_headers=False, normalize_outbound_headers=False))
+conn.initiate_connection()
+conn.send_headers(1, [(":method", "POST"), (":path", sys.argv[3]), (":scheme", "https"),
+                      (":authority", "web.t.localhost"), ("content-length", sys.argv[4])])
+conn.send_data(1, sys.argv[5].encode(), end_stream=True)
+sock.sendall(conn.data_to_send())
+sock.settimeout(20)
+status = "none"
+while True:
+    data = sock.recv(65536)
+    if not data:
+        break
+    for event in conn.receive_data(data):
+        if isinstance(event, h2.events.ResponseReceived):
+            status = dict(event.headers)[b":status"].decode()
+        if isinstance(event, h2.events.StreamReset):
+            print("reset")
+            sys.exit(0)
+        if isinstance(event, (h2.events.StreamEnded, h2.events.ConnectionTerminated)):
+            print(status)
+            sys.exit(0)
+    sock.sendall(conn.data_to_send())
+print(status)
+PY
+    }
+
+    # RFC 9110 §8.6, RFC 9113 §8.1.1: a content-length that is not one number is malformed.
+    check "HTTP/2 content-length '1,': refused, and the upstream never sees the request"
+    cl_status=$(h2_post /cl-list-h2 '1,' x 2>"$LOGS/cl-list-h2.err") ||
+        fail "the HTTP/2 client failed: $(tail -n 2 "$LOGS/cl-list-h2.err")"
+    [[ $cl_status == reset || $cl_status == 400 ]] ||
+        fail "content-length '1,' over HTTP/2 got '$cl_status', expected a stream reset or 400"
+    say "  content-length '1,': $cl_status"
+    [[ -z $(recorded_seq "$UP_DIR" /cl-list-h2) ]] || fail "the upstream received the request with content-length '1,'"
+    still_serving "the refused content-length"
+
+    check "HTTP/2 content-length '005': the upstream gets Content-Length: 5"
+    cl_status=$(h2_post /cl-zeros-h2 005 hello 2>"$LOGS/cl-zeros-h2.err") ||
+        fail "the HTTP/2 client failed: $(tail -n 2 "$LOGS/cl-zeros-h2.err")"
+    [[ $cl_status == 200 ]] || fail "content-length '005' over HTTP/2 got '$cl_status', expected 200"
+    [[ $(recorded_field "$UP_DIR" /cl-zeros-h2 Content-Length) == 5 ]] ||
+        fail "the upstream got Content-Length '$(recorded_field "$UP_DIR" /cl-zeros-h2 Content-Length)', expected 5"
 fi
 
 # smuggle NAME REQUEST-BYTES: sends the bytes raw over TLS to web.t.localhost; the answer in

@@ -102,6 +102,27 @@ TEST_CASE("an HTTP/2 request body without content-length goes upstream chunked")
     CHECK(h.count(http::field::transfer_encoding) == 0);
 }
 
+TEST_CASE("an HTTP/2 content-length goes upstream as one number") {
+    auto head = get("/upload");
+    head.method = "POST";
+    head.has_body = true;
+    for (std::string value : {"005", "5,", "5, 5", "0005 , 5"}) {
+        CAPTURE(value);
+        head.fields = {{"content-length", value}};
+        upstream_request req;
+        auto h = upstream(head, route(), &req);
+        CHECK(h.count(http::field::content_length) == 1);
+        CHECK(h[http::field::content_length] == "5");
+    }
+    head.fields = {{"content-length", "5"}, {"content-length", "05"}};
+    CHECK(upstream(head)[http::field::content_length] == "5");
+    head.fields = {{"content-length", "0"}};
+    CHECK(upstream(head)[http::field::content_length] == "0");
+    head.fields = {{"content-length", "5, 6"}};
+    auto t = translate_request(head, make_address("198.51.100.7"), route(), 100, "");
+    CHECK(std::holds_alternative<request_refusal>(t));
+}
+
 TEST_CASE("an RFC 8441 websocket CONNECT becomes an HTTP/1.1 upgrade") {
     auto head = get("/chat", {{"sec-websocket-version", "13"}, {"sec-websocket-protocol", "chat"}});
     head.method = "CONNECT";

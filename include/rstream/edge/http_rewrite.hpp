@@ -137,7 +137,8 @@ RSTREAM_DECL void remove_hop_by_hop(http::fields& f, bool keep_upgrade);
 /// (Upgrade kept for an upgrade request), the client appended to X-Forwarded-For and
 /// Forwarded (existing values kept, several fields joined into one), X-Forwarded-Proto set
 /// to https, X-Forwarded-Host set to the client's Host (or the route's hostname), Host per
-/// route.host_header (the route's hostname when the client sent none). Everything else is
+/// route.host_header (the route's hostname when the client sent none), Content-Length as one
+/// number (a list of equal values or leading zeros collapsed). Everything else is
 /// passed through unchanged, in order.
 RSTREAM_DECL void rewrite_request_head(http::request_header<>& h, const boost::asio::ip::address& client_ip,
                                        const http_route& route);

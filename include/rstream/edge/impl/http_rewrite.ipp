@@ -361,6 +361,19 @@ RSTREAM_DECL void rewrite_request_head(http::request_header<>& h, const boost::a
     std::string public_host = client_host.empty() ? route.hostname : client_host;
     remove_hop_by_hop(h, upgrade);
 
+    // RFC 9110 §8.6: check_request_head let through one length, perhaps written as a list of
+    // equal values, with leading zeros or in several fields ("1, 1", "01", "1,"). The upstream
+    // gets it as one number, so a parser stricter than ours cannot read a different length.
+    if (h.count(http::field::content_length) > 0) {
+        std::string length;
+        for (auto value : hr::values_of(h, http::field::content_length))
+            for (auto v : hr::list_members(value))
+                if (length.empty() && hr::is_decimal(v))
+                    length = std::string(v.substr(std::min(v.find_first_not_of('0'), v.size() - 1)));
+        if (!length.empty())
+            h.set(http::field::content_length, length);
+    }
+
     // Append, never replace: earlier proxies' entries stay (X-Forwarded-For is de facto, RFC 7239 §7.4).
     if (!client_ip.is_unspecified()) {
         std::string xff = hr::joined(h, "X-Forwarded-For");
