@@ -1,19 +1,21 @@
-// Fuzz target (in-process harness): one agent connection to a real engine. The engine is
-// started once per process on 127.0.0.1 (an ephemeral port) on its own thread; each input is
-// written, after a real TLS handshake with ALPN rstrm/1 (the SDK's async_connect_engine), as
-// the plaintext bytes of the connection: frames, from the first one (OpenControlChannelReq,
-// ProxyReq or StreamReq) on. Then the harness half-closes, reads until the engine closes,
-// and, on the first inputs and every 64th after, checks that the engine still serves: a
-// fresh control channel opens and closes.
+// Fuzz target (in-process harness): one agent connection to a real engine. The engine runs
+// in the fuzzer's thread on embedded defaults (state in a temporary directory, listener on
+// 127.0.0.1, an ephemeral port); each input is handed to it as the plaintext bytes of an
+// agent connection whose transport is up (engine::serve_agent_stream over an in-memory
+// stream, tests/support/memory_stream.hpp): frames, from the first one (OpenControlChannelReq,
+// ProxyReq or StreamReq) on. The harness half-closes, reads until the engine closes, and,
+// on the first inputs and every 64th after, checks that the engine still serves: a fresh
+// control channel opens and closes in order.
 //
 // This reaches what messages cannot: the handlers of engine.ipp and agent_session.ipp
 // (authentication, the protocol version check, liveness negotiation, heartbeats,
 // OpenTunnelReq and publishing, CloseTunnelReq, ProxyConnRsp, unknown payloads, bad frames).
-// Tokens in the corpus are signed with the fixed secret below and do not expire.
-// Each input costs a real TLS connection to a real engine: expect a few hundred executions
-// per second at best.
+// The TLS handshake in front of them is not fuzzed here (client_hello covers the peeking
+// that routes it); with no socket and no TLS per input, this runs thousands of inputs a
+// second. Tokens in the corpus are signed with the fixed secret below and do not expire.
 // RSTREAM_FUZZ_LOG=debug shows the engine's log.
 #include "fuzz_input.hpp"
+#include "memory_stream.hpp"
 
 #include <rstream/core/async.hpp>
 #include <rstream/core/log.hpp>
@@ -22,7 +24,6 @@
 #include <rstream/edge/token.hpp>
 #include <rstream/framing/message_io.hpp>
 #include <rstream/framing/messages.hpp>
-#include <rstream/transport/tls_context.hpp>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
@@ -33,7 +34,6 @@
 #include <cstdlib>
 #include <filesystem>
 #include <memory>
-#include <thread>
 
 using namespace rstream;
 using namespace std::chrono_literals;
@@ -45,12 +45,8 @@ namespace {
 constexpr const char* secret = "fuzz-secret-0123456789abcdefghijklmnopqrstuv";
 
 struct harness {
-    asio::io_context engine_ioc;
+    asio::io_context ioc;  // the engine's and the harness's, on the fuzzer's thread
     std::unique_ptr<edge::engine> engine;
-    std::thread engine_thread;
-    asio::io_context client_ioc;  // the fuzzer's thread
-    transport::client_config client;
-    transport::ssl_ctx_ptr client_ctx;
     std::string token;
 };
 
@@ -64,7 +60,7 @@ void start() {
     } else {
         log::configure(log::format::text, log::level::off);
     }
-    h = new harness;  // never destroyed: the engine is stopped at exit, not torn down
+    h = new harness;  // never destroyed: what the engine holds stays reachable at exit
     char dir_template[] = "/tmp/rstream-fuzz-XXXXXX";
     if (!::mkdtemp(dir_template)) {
         std::perror("mkdtemp");
@@ -83,32 +79,24 @@ void start() {
     cfg.shutdown_grace = 100ms;
     cfg.tcp_port_min = 47100;           // published tcp tunnels: a few loopback ports
     cfg.tcp_port_max = 47109;
-    h->engine = std::make_unique<edge::engine>(h->engine_ioc.get_executor(), cfg,
+    h->engine = std::make_unique<edge::engine>(h->ioc.get_executor(), cfg,
                                                edge::engine_credentials{files.server_cert, files.server_key, secret, ""});
     h->engine->start();
-    std::uint16_t port = h->engine->local_endpoint().port();
-
-    h->client.engine = {"127.0.0.1", port};
-    h->client.tls.ca_file = files.ca_cert;
-    h->client_ctx = transport::make_client_context(h->client);
     h->token = edge::sign_token(edge::admin_claims("fuzz"), secret);
     std::error_code ignored;
     std::filesystem::remove_all(dir, ignored);  // certificates and CA are loaded by now
+}
 
-    h->engine_thread = std::thread([] {
-        auto guard = asio::make_work_guard(h->engine_ioc);
-        h->engine_ioc.run();
-    });
-    // Stop the engine's thread before static destructors and OpenSSL's cleanup run.
-    std::atexit([] {
-        h->engine_ioc.stop();
-        h->engine_thread.join();
-    });
+/// A new agent connection: the engine serves one end, the harness gets the other.
+edge::upstream_stream connect() {
+    auto [agent, engine_side] = test::make_memory_stream_pair(h->ioc.get_executor());
+    h->engine->serve_agent_stream(std::move(engine_side), asio::ip::make_address("127.0.0.1"));
+    return std::move(agent);
 }
 
 /// Writes `bytes` on a fresh agent connection, half-closes, reads until the engine closes.
 asio::awaitable<void> one_connection(std::string bytes) {
-    auto conn = co_await transport::async_connect_engine(h->client, h->client_ctx, 5s);
+    auto conn = connect();
     boost::system::error_code ec;
     co_await asio::async_write(conn, asio::buffer(bytes), asio::redirect_error(asio::use_awaitable, ec));
     if (!ec)
@@ -132,7 +120,7 @@ asio::awaitable<void> one_connection(std::string bytes) {
 
 /// A fresh control channel opens and closes in an orderly way: the engine survived.
 asio::awaitable<void> probe() {
-    auto conn = co_await transport::async_connect_engine(h->client, h->client_ctx, 5s);
+    auto conn = connect();
     protocol::Message open;
     *open.mutable_open_control_channel_req()->mutable_client_details() = framing::make_client_details(h->token);
     co_await framing::async_write_message(conn, open);
@@ -154,9 +142,17 @@ asio::awaitable<void> probe() {
 
 void run(asio::awaitable<void> op, const char* what) {
     std::exception_ptr failure;
-    asio::co_spawn(h->client_ioc, std::move(op), [&](std::exception_ptr e) { failure = e; });
-    h->client_ioc.restart();
-    h->client_ioc.run();
+    bool done = false;
+    asio::co_spawn(h->ioc, std::move(op), [&](std::exception_ptr e) {
+        failure = e;
+        done = true;
+    });
+    // The engine's own work (listeners, timers) never runs out: run until this operation is done.
+    h->ioc.restart();
+    while (!done)
+        h->ioc.run_one();
+    // Let the engine finish what the connection's end set off (session teardown) before the next input.
+    h->ioc.poll();
     if (failure) {
         try {
             std::rethrow_exception(failure);
@@ -176,7 +172,7 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
     run(one_connection(std::string(reinterpret_cast<const char*>(data), size)), "the fuzzed connection");
-    // A broken engine also fails the next input's TLS connection; the full probe (a control
+    // A broken engine may also fail the next input; the full probe (a control
     // channel opened and closed in order) runs on the first inputs and then every 64th, or
     // on every input with RSTREAM_FUZZ_PROBE_EVERY=1 (to find which input broke it).
     static const unsigned long every = [] {

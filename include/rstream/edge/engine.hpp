@@ -4,6 +4,7 @@
 #include <rstream/config.hpp>
 #include <rstream/edge/engine_config.hpp>
 #include <rstream/edge/tunnel_validation.hpp>
+#include <rstream/edge/upstream_stream.hpp>
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
@@ -50,6 +51,13 @@ public:
     /// Graceful shutdown: stop accepting, send each agent a ServerMessage and close its
     /// channel, let spliced streams drain up to shutdown_grace, then close what is left.
     RSTREAM_DECL boost::asio::awaitable<void> async_shutdown();
+
+    /// Serves one agent connection whose transport is already up, from its first frame on:
+    /// a control channel, an inbound stream (ProxyReq) or a dial (StreamReq), as on the TLS
+    /// listener. For in-process transports (an embedding application, tests); `stream` runs
+    /// on the engine's executor. Agents authenticate by token: there is no client
+    /// certificate. `peer` is the address logged and passed on as the source of dials.
+    RSTREAM_DECL void serve_agent_stream(upstream_stream stream, boost::asio::ip::address peer);
 
     /// Where the listener is bound (useful with port 0).
     RSTREAM_DECL boost::asio::ip::tcp::endpoint local_endpoint() const;

@@ -3,6 +3,9 @@
 // the engine originates through a tunnel stream (upstream_tls), or one exchange on an
 // HTTP/2 connection to the upstream (h2c, or TLS with ALPN h2) that speaks HTTP/1.1 to the
 // proxy. Type-erased so the proxies are compiled once for all of them.
+//
+// The engine also holds its agent connections as upstream_streams (make_agent_stream): a
+// TLS connection, or a stream an in-process transport hands it (engine::serve_agent_stream).
 #pragma once
 
 #include <rstream/config.hpp>
@@ -68,6 +71,9 @@ public:
         }
         /// Ends the stream at once; outstanding operations complete with an error.
         virtual void close() noexcept = 0;
+        /// Ends the stream at once as an orderly end where the stream can tell the peer so
+        /// (TLS close_notify); for deliberate closes, close() for failures.
+        virtual void close_gracefully() noexcept { close(); }
         /// Ends the stream at once so that the peer sees an error (a TCP reset underneath).
         virtual void abort() noexcept { close(); }
     };
@@ -126,6 +132,12 @@ public:
             impl_->close();
     }
 
+    /// See impl::close_gracefully.
+    void close_gracefully() noexcept {
+        if (impl_)
+            impl_->close_gracefully();
+    }
+
     /// Closes so that the peer sees an error (see impl::abort).
     void abort() noexcept {
         if (impl_)
@@ -137,15 +149,19 @@ private:
 };
 
 /// An upstream_stream over any stream with the members the proxies use: a TCP socket
-/// (tests) or a transport::tls_stream (a tunnel stream to the agent).
-template <class Stream>
+/// (tests), a transport::tls_stream or an agent stream (a tunnel stream to the agent).
+///
+/// `Graceful`: close() and destruction end the stream with close_notify where it has one
+/// (close_gracefully), as the HTTP proxies want: an idle pooled tunnel stream, or one whose
+/// exchange finished, ends in order and the agent passes an orderly end on to the target,
+/// not a reset. Without it (agent streams, make_agent_stream) close() is abrupt, so that a
+/// relay cut short is seen as a truncation, never as a complete transfer.
+template <class Stream, bool Graceful = true>
 class basic_upstream_impl final : public upstream_stream::impl {
 public:
     explicit basic_upstream_impl(Stream s) : stream_(std::move(s)) {}
-    /// A tunnel stream dropped (an idle pooled one, or after a finished exchange) ends with
-    /// close_notify: the agent passes an orderly end on to the target, not a reset.
     ~basic_upstream_impl() override {
-        if constexpr (requires { stream_.close_gracefully(); })
+        if constexpr (Graceful && requires { stream_.close_gracefully(); })
             stream_.close_gracefully();
     }
     Stream& stream() noexcept { return stream_; }
@@ -181,12 +197,18 @@ public:
     }
     void close() noexcept override {
         boost::system::error_code ignored;
-        if constexpr (requires { stream_.close_gracefully(); })
+        if constexpr (Graceful && requires { stream_.close_gracefully(); })
             stream_.close_gracefully();
         else if constexpr (requires { stream_.close(ignored); })
             stream_.close(ignored);
         else
             stream_.close();
+    }
+    void close_gracefully() noexcept override {
+        if constexpr (requires { stream_.close_gracefully(); })
+            stream_.close_gracefully();
+        else
+            close();
     }
     void abort() noexcept override { rstream::detail::abort_stream(stream_); }
 
@@ -197,6 +219,13 @@ private:
 template <class Stream>
 upstream_stream make_upstream_stream(Stream s) {
     return upstream_stream(std::make_unique<basic_upstream_impl<Stream>>(std::move(s)));
+}
+
+/// An agent connection or tunnel stream as the engine holds it: close() is abrupt (the peer
+/// reads a truncation), close_gracefully() sends close_notify first.
+template <class Stream>
+upstream_stream make_agent_stream(Stream s) {
+    return upstream_stream(std::make_unique<basic_upstream_impl<Stream, false>>(std::move(s)));
 }
 
 } // namespace rstream::edge

@@ -25,8 +25,9 @@ using namespace std::chrono_literals;
 namespace detail {
 /// What the accept phase (hello, handshake, first frame) produced.
 struct accepted {
-    transport::tls_stream conn;
+    agent_stream conn;
     protocol::Message first;
+    client_certificate cert;
 };
 } // namespace detail
 using detail::accepted;
@@ -192,6 +193,11 @@ void engine::start() {
         s.start_redirect_listener();
 }
 
+void engine::serve_agent_stream(upstream_stream stream, asio::ip::address peer) {
+    auto s = state_;
+    asio::co_spawn(s->ex, s->serve_agent_stream(std::move(stream), peer), asio::detached);
+}
+
 asio::ip::tcp::endpoint engine::local_endpoint() const { return state_->acceptor->local_endpoint(); }
 std::size_t engine::tunnel_count() const { return state_->tunnels.size(); }
 std::size_t engine::channel_count() const { return state_->sessions.size(); }
@@ -311,7 +317,8 @@ inline asio::awaitable<std::optional<accepted>> agent_handshake(std::shared_ptr<
     co_await conn.async_handshake();
     protocol::Message first;
     co_await framing::async_read_message(conn, first);
-    co_return accepted{std::move(conn), std::move(first)};
+    auto cert = client_certificate::of(conn.native_handle());
+    co_return accepted{make_agent_stream(std::move(conn)), std::move(first), std::move(cert)};
 }
 
 } // namespace detail
@@ -360,12 +367,35 @@ asio::awaitable<void> engine::state::handle_connection(asio::ip::tcp::socket soc
     }
     if (!a)
         co_return;
-    auto& m = a->first;
+    co_await handle_agent(std::move(a->conn), std::move(a->first), peer, std::move(a->cert));
+}
+
+asio::awaitable<void> engine::state::serve_agent_stream(agent_stream conn, asio::ip::address peer) {
+    auto self = shared_from_this();
+    protocol::Message first;
+    try {
+        co_await with_timeout(framing::async_read_message(conn, first), cfg.handshake_timeout,
+                              error::handshake_timeout, "");
+    } catch (const error_with_message& e) {
+        log::info("connection closed before its first frame",
+                  {{"peer", peer_text(peer)},
+                   {"reason", e.code() == error::handshake_timeout ? std::string("deadline passed") : describe(e)}});
+        co_return;
+    } catch (const std::exception& e) {
+        log::info("connection closed before its first frame", {{"peer", peer_text(peer)}, {"reason", describe(e)}});
+        co_return;
+    }
+    co_await handle_agent(std::move(conn), std::move(first), peer, client_certificate{});
+}
+
+asio::awaitable<void> engine::state::handle_agent(agent_stream conn, protocol::Message m, asio::ip::address peer,
+                                                  client_certificate cert) {
+    auto self = shared_from_this();
     switch (m.payload_case()) {
     case protocol::Message::kOpenControlChannelReq: {
         identity who;
         std::string why;
-        auto aec = authenticate(m.open_control_channel_req().client_details(), a->conn, who, why);
+        auto aec = authenticate(m.open_control_channel_req().client_details(), cert, who, why);
         if (!aec && stopping) {
             aec = error::service_unavailable;
             why = "engine shutting down";
@@ -376,23 +406,23 @@ asio::awaitable<void> engine::state::handle_connection(asio::ip::tcp::socket soc
             *rsp.mutable_open_control_channel_rsp()->mutable_error() =
                 framing::make_error(static_cast<error>(aec.value()), why);
             try {
-                co_await framing::async_write_message(a->conn, rsp);
-                co_await a->conn.async_shutdown_send();
+                co_await framing::async_write_message(conn, rsp);
+                co_await conn.async_shutdown_send();
             } catch (const std::exception&) {
             }
             co_return;
         }
         auto id = next_id++;
-        auto session = std::make_shared<agent_session>(self, id, std::move(a->conn), std::move(who), peer);
+        auto session = std::make_shared<agent_session>(self, id, std::move(conn), std::move(who), peer);
         sessions[id] = session;
         co_await session->run(m.open_control_channel_req());
         co_return;
     }
     case protocol::Message::kProxyReq:
-        co_await handle_proxy_req(std::move(a->conn), m.proxy_req());
+        co_await handle_proxy_req(std::move(conn), m.proxy_req());
         co_return;
     case protocol::Message::kStreamReq:
-        co_await handle_stream_req(std::move(a->conn), m.stream_req(), peer);
+        co_await handle_stream_req(std::move(conn), m.stream_req(), peer, cert);
         co_return;
     default:
         log::info("connection refused: bad first frame",
@@ -402,7 +432,8 @@ asio::awaitable<void> engine::state::handle_connection(asio::ip::tcp::socket soc
 }
 
 boost::system::error_code engine::state::authenticate(const protocol::ClientDetails& details,
-                                                      transport::tls_stream& conn, identity& who, std::string& why) {
+                                                      const client_certificate& peer_cert, identity& who,
+                                                      std::string& why) {
     if (!details.has_protocol_version() || details.protocol_version().value().empty()) {
         why = "the client did not send its protocol version (client_details.protocol_version)";
         return error::protocol_version_missing;
@@ -417,14 +448,14 @@ boost::system::error_code engine::state::authenticate(const protocol::ClientDeta
               RSTREAM_PROTOCOL_VERSION;
         return error::protocol_version_incompatible;
     }
-    X509* cert = SSL_get0_peer_certificate(conn.native_handle());
+    X509* cert = peer_cert.cert.get();
     bool has_token = details.has_token() && !details.token().value().empty();
     if (has_token && cert) {
         why = "authentication conflict: both a token and a client certificate were presented; use one";
         return error::unauthorized;
     }
     if (cert) {
-        long v = SSL_get_verify_result(conn.native_handle());
+        long v = peer_cert.verify_result;
         if (v != X509_V_OK) {
             why = std::string("client certificate refused: ") + X509_verify_cert_error_string(v);
             return error::unauthorized;
@@ -461,7 +492,7 @@ boost::system::error_code engine::state::authenticate(const protocol::ClientDeta
     return {};
 }
 
-asio::awaitable<void> engine::state::handle_proxy_req(transport::tls_stream conn, protocol::ProxyReq req) {
+asio::awaitable<void> engine::state::handle_proxy_req(agent_stream conn, protocol::ProxyReq req) {
     bool zero_rtt = !req.has_zero_rtt() || req.zero_rtt().value();
     auto it = pending.find(req.stream_id());
     std::string secret = req.client_details().has_token() ? req.client_details().token().value() : "";
@@ -494,7 +525,7 @@ asio::awaitable<void> engine::state::handle_proxy_req(transport::tls_stream conn
 
 namespace detail {
 /// Answers a refused dial: StreamRsp{error} without zero_rtt; a plain close with it.
-inline asio::awaitable<void> refuse_dial(transport::tls_stream& conn, bool zero_rtt, asio::ip::address peer,
+inline asio::awaitable<void> refuse_dial(agent_stream& conn, bool zero_rtt, asio::ip::address peer,
                                          std::string target, error code, std::string why) {
     log::info("dial refused", {{"peer", peer_text(peer)}, {"tunnel", target}, {"reason", why}});
     if (!zero_rtt) {
@@ -509,14 +540,14 @@ inline asio::awaitable<void> refuse_dial(transport::tls_stream& conn, bool zero_
 }
 } // namespace detail
 
-asio::awaitable<void> engine::state::handle_stream_req(transport::tls_stream conn, protocol::StreamReq req,
-                                                       asio::ip::address peer) {
+asio::awaitable<void> engine::state::handle_stream_req(agent_stream conn, protocol::StreamReq req,
+                                                       asio::ip::address peer, const client_certificate& cert) {
     auto self = shared_from_this();
     bool zero_rtt = !req.has_zero_rtt() || req.zero_rtt().value();
     const std::string& target = req.tunnel_id_name();
     identity who;
     std::string why;
-    if (auto ec = authenticate(req.client_details(), conn, who, why)) {
+    if (auto ec = authenticate(req.client_details(), cert, who, why)) {
         co_await detail::refuse_dial(conn, zero_rtt, peer, target, static_cast<error>(ec.value()), why);
         co_return;
     }
@@ -534,7 +565,7 @@ asio::awaitable<void> engine::state::handle_stream_req(transport::tls_stream con
         co_await detail::refuse_dial(conn, zero_rtt, peer, target, error::tunnel_not_found, "tunnel '" + target + "' not found");
         co_return;
     }
-    std::optional<transport::tls_stream> agent;
+    std::optional<agent_stream> agent;
     error refusal = error::service_unavailable;
     std::string stream_id;
     try {
@@ -560,7 +591,7 @@ asio::awaitable<void> engine::state::handle_stream_req(transport::tls_stream con
     co_await splice(conn, *agent, "dial", target);
 }
 
-asio::awaitable<transport::tls_stream> engine::state::open_agent_stream(std::string tunnel_id,
+asio::awaitable<agent_stream> engine::state::open_agent_stream(std::string tunnel_id,
                                                                          asio::ip::address source,
                                                                          std::string* stream_id_out) {
     auto self = shared_from_this();

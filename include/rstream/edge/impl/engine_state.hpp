@@ -22,6 +22,26 @@ namespace rstream::edge {
 
 namespace asio = boost::asio;
 
+/// An agent connection or tunnel stream (make_agent_stream): TLS, or a stream an in-process
+/// transport handed over (engine::serve_agent_stream).
+using agent_stream = upstream_stream;
+
+/// The client certificate an agent connection presented in its TLS handshake, if any.
+struct client_certificate {
+    std::shared_ptr<X509> cert;  // null: none (or not a TLS connection)
+    long verify_result = X509_V_OK;
+
+    static client_certificate of(SSL* ssl) {
+        client_certificate c;
+        if (X509* x = ssl ? SSL_get0_peer_certificate(ssl) : nullptr) {
+            X509_up_ref(x);
+            c.cert.reset(x, X509_free);
+            c.verify_result = SSL_get_verify_result(ssl);
+        }
+        return c;
+    }
+};
+
 /// Who is on the other end of an agent connection.
 struct identity {
     std::string subject;     // token subject or certificate CN
@@ -61,7 +81,7 @@ struct pending_stream {
     std::string tunnel_id;
     std::uint64_t session = 0;
     event ready;
-    std::optional<transport::tls_stream> agent_side;
+    std::optional<agent_stream> agent_side;
     boost::system::error_code ec;
     std::string why;
 };
@@ -99,13 +119,19 @@ struct engine::state : std::enable_shared_from_this<engine::state> {
 
     asio::awaitable<void> accept_loop();
     asio::awaitable<void> handle_connection(asio::ip::tcp::socket socket);
-    asio::awaitable<void> handle_proxy_req(transport::tls_stream conn, protocol::ProxyReq req);
-    asio::awaitable<void> handle_stream_req(transport::tls_stream conn, protocol::StreamReq req,
-                                            asio::ip::address peer);
+    /// An agent connection whose transport is up, from its first frame (read within the
+    /// handshake timeout) on.
+    asio::awaitable<void> serve_agent_stream(agent_stream conn, asio::ip::address peer);
+    /// Dispatches on the first frame: control channel, inbound stream (ProxyReq) or dial.
+    asio::awaitable<void> handle_agent(agent_stream conn, protocol::Message first, asio::ip::address peer,
+                                       client_certificate cert);
+    asio::awaitable<void> handle_proxy_req(agent_stream conn, protocol::ProxyReq req);
+    asio::awaitable<void> handle_stream_req(agent_stream conn, protocol::StreamReq req, asio::ip::address peer,
+                                            const client_certificate& cert);
     /// Checks credentials (token or client certificate) and the protocol version.
     /// Asks the agent holding `tunnel_id` for a new stream (ProxyConnReq) and waits for its
     /// connection. Throws error_with_message: offline, agent refused, timed out, capacity.
-    asio::awaitable<transport::tls_stream> open_agent_stream(std::string tunnel_id, asio::ip::address source,
+    asio::awaitable<agent_stream> open_agent_stream(std::string tunnel_id, asio::ip::address source,
                                                              std::string* stream_id = nullptr);
     /// Splices two streams, registered so a shutdown can drain or close them.
     template <class A, class B>
@@ -142,7 +168,7 @@ struct engine::state : std::enable_shared_from_this<engine::state> {
     /// A tunnel left the registry: stop what serves it.
     void tunnel_removed(const std::string& tunnel_id);
 
-    boost::system::error_code authenticate(const protocol::ClientDetails& details, transport::tls_stream& conn,
+    boost::system::error_code authenticate(const protocol::ClientDetails& details, const client_certificate& cert,
                                            identity& who, std::string& why);
     void session_ended(std::uint64_t id);
     void fail_pending_of(std::uint64_t session, const std::string& why);
@@ -150,7 +176,7 @@ struct engine::state : std::enable_shared_from_this<engine::state> {
 
 /// One agent's control channel, engine side (docs/protocol.md, control channel).
 struct agent_session : std::enable_shared_from_this<agent_session> {
-    agent_session(std::shared_ptr<engine::state> e, std::uint64_t i, transport::tls_stream c, identity w,
+    agent_session(std::shared_ptr<engine::state> e, std::uint64_t i, agent_stream c, identity w,
                   asio::ip::address p)
         : eng(std::move(e)), id(i), conn(std::move(c)), who(std::move(w)), peer(p), out_ready(eng->ex),
           out_room(eng->ex) {
@@ -160,7 +186,7 @@ struct agent_session : std::enable_shared_from_this<agent_session> {
     std::shared_ptr<engine::state> eng;
     std::uint64_t id;
     std::string client_id;
-    transport::tls_stream conn;
+    agent_stream conn;
     identity who;
     asio::ip::address peer;
 

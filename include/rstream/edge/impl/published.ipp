@@ -80,7 +80,7 @@ asio::awaitable<void> engine::state::handle_published(asio::ip::tcp::socket sock
     if (passthrough) {
         // Never terminated: the client must see the upstream's own certificate. The peeked
         // ClientHello goes first, then the raw bytes both ways.
-        std::optional<transport::tls_stream> agent;
+        std::optional<agent_stream> agent;
         try {
             agent.emplace(co_await open_agent_stream(tunnel_id, peer));
             co_await asio::async_write(*agent, asio::buffer(hello), asio::use_awaitable);
@@ -122,7 +122,7 @@ asio::awaitable<void> engine::state::handle_published(asio::ip::tcp::socket sock
         co_await serve_http(down, tunnel_id, hostname, peer);
         co_return;
     }
-    std::optional<transport::tls_stream> agent;
+    std::optional<agent_stream> agent;
     try {
         agent.emplace(co_await open_agent_stream(tunnel_id, peer));
     } catch (const std::exception& e) {
@@ -292,7 +292,7 @@ asio::awaitable<void> engine::state::tcp_accept_loop(std::string tunnel_id,
                 boost::system::error_code ec;
                 auto remote = socket.remote_endpoint(ec);
                 auto peer = ec ? asio::ip::address() : remote.address();
-                std::optional<transport::tls_stream> agent;
+                std::optional<agent_stream> agent;
                 try {
                     agent.emplace(co_await self->open_agent_stream(tunnel_id, peer));
                 } catch (const std::exception& e) {
