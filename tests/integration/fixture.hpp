@@ -137,6 +137,19 @@ inline asio::awaitable<void> echo(stream s) {
     }
 }
 
+/// `n` reproducible bytes of every value (xorshift); another `seed`, other bytes.
+inline std::string pattern(std::size_t n, std::uint32_t seed = 0) {
+    std::string s(n, '\0');
+    std::uint32_t x = 2463534242u ^ (seed * 2654435761u);
+    for (auto& c : s) {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        c = static_cast<char>(x);
+    }
+    return s;
+}
+
 /// Writes `payload`, half-closes, reads everything back.
 inline asio::awaitable<std::string> exchange(stream& s, std::string payload) {
     co_await asio::async_write(s, asio::buffer(payload), asio::use_awaitable);

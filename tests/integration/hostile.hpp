@@ -277,6 +277,25 @@ inline asio::awaitable<bool> echo_works(const engine_files& files, std::uint16_t
     co_return false;
 }
 
+/// What a dial started in the background came to.
+struct dial_outcome {
+    bool done = false;
+    std::string echoed;
+    std::string error;
+};
+
+/// Dials `tunnel` (waiting for StreamRsp), sends `word`, half-closes and reads the echo.
+inline asio::awaitable<void> dial_and_exchange(const engine_files& files, std::uint16_t port, std::string tunnel,
+                                               std::string word, dial_outcome& out) {
+    try {
+        auto s = co_await async_dial(files.client(port), tunnel, {.zero_rtt = false});
+        out.echoed = co_await exchange(s, word);
+    } catch (const std::exception& e) {
+        out.error = e.what();
+    }
+    out.done = true;
+}
+
 /// Serves HTTP/1.1 on each stream of a published http tunnel: every request gets 200 with
 /// the body `ok <target>`; keep-alive until the engine ends the stream.
 inline void serve_http_ok(asio::io_context& ioc, tunnel t, std::shared_ptr<int> requests = {}) {

@@ -279,22 +279,6 @@ TEST_CASE("hostile: stream ids the engine never handed out are refused with INVA
 namespace {
 
 /// A dial by the SDK, without zero_rtt, that sends `word` and expects it back: its outcome.
-struct dial_outcome {
-    bool done = false;
-    std::string echoed;
-    std::string error;
-};
-
-asio::awaitable<void> dial_and_exchange(const engine_files& files, std::uint16_t port, std::string tunnel,
-                                        std::string word, dial_outcome& out) {
-    try {
-        auto s = co_await async_dial(files.client(port), tunnel, {.zero_rtt = false});
-        out.echoed = co_await exchange(s, word);
-    } catch (const std::exception& e) {
-        out.error = e.what();
-    }
-    out.done = true;
-}
 
 } // namespace
 

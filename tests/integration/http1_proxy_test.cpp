@@ -25,18 +25,6 @@ constexpr asio::as_tuple_t<asio::use_awaitable_t<>> use_tuple{};
 using request = http::request<http::string_body>;
 using response = http::response<http::string_body>;
 
-/// Bytes of every value, reproducible.
-std::string pattern(std::size_t n) {
-    std::string s(n, '\0');
-    std::uint32_t x = 2463534242u;
-    for (auto& c : s) {
-        x ^= x << 13;
-        x ^= x >> 17;
-        x ^= x << 5;
-        c = static_cast<char>(x);
-    }
-    return s;
-}
 
 std::string ok(const std::string& body, const std::string& fields = "") {
     return "HTTP/1.1 200 OK\r\nContent-Length: " + std::to_string(body.size()) + "\r\n" + fields + "\r\n" + body;

@@ -37,23 +37,6 @@ asio::awaitable<std::string> round_trip(Stream& s, std::string word) {
     co_return back;
 }
 
-struct dial_result {
-    bool done = false;
-    std::string echoed;
-    std::string error;
-};
-
-asio::awaitable<void> dial_over_tls(const engine_files& files, std::uint16_t port, std::string tunnel, std::string word,
-                                    dial_result& out) {
-    try {
-        auto s = co_await async_dial(files.client(port), tunnel, {.zero_rtt = false});
-        out.echoed = co_await round_trip(s, word);
-    } catch (const std::exception& e) {
-        out.error = e.what();
-    }
-    out.done = true;
-}
-
 } // namespace
 
 TEST_CASE("in-process: an agent handed over in memory owns a tunnel that a TLS dialer reaches") {
@@ -75,8 +58,8 @@ TEST_CASE("in-process: an agent handed over in memory owns a tunnel that a TLS d
         CHECK(engine.tunnel_count() == 1);
 
         // A real dialer over TLS: the engine asks the in-process agent for a stream.
-        dial_result dial;
-        asio::co_spawn(ioc, dial_over_tls(files, port, "in-memory", "through memory and TLS", dial), asio::detached);
+        dial_outcome dial;
+        asio::co_spawn(ioc, dial_and_exchange(files, port, "in-memory", "through memory and TLS", dial), asio::detached);
         auto ask = co_await next_message(ctrl);
         REQUIRE(ask.has_proxy_conn_req());
         CHECK(ask.proxy_conn_req().tunnel_id() == created.open_tunnel_rsp().tunnel_properties().id().value());

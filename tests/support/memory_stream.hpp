@@ -1,14 +1,12 @@
-// An in-process duplex byte stream: two connected ends, each an edge::upstream_stream, on
+// An in-process duplex byte stream: two connected ends, each a byte_stream, on
 // one executor. What one end writes the other reads; half-close, abrupt close and graceful
 // close behave as on a TLS connection (end of data, a reset, close_notify then close).
 // Writes complete at once (the buffer is not bounded): for harnesses whose reader keeps up.
 // Reads and waits honour per-operation cancellation (a deadline as `op || timer`).
 #pragma once
 
-#include <rstream/edge/upstream_stream.hpp>
+#include <rstream/core/byte_stream.hpp>
 
-#include <boost/asio/associated_cancellation_slot.hpp>
-#include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/error.hpp>
 #include <boost/asio/post.hpp>
 
@@ -33,28 +31,8 @@ struct memory_pipe {
         bool eof = false;    // the writing end half-closed (or closed gracefully)
         bool reset = false;  // the writing end closed abruptly
         asio::mutable_buffer read_buffer;
-        std::optional<edge::upstream_stream::io_handler> reader;
-        std::optional<edge::upstream_stream::done_handler> waiter;
-        asio::cancellation_slot reader_slot, waiter_slot;
-
-        /// The parked read's handler, its cancellation slot released (not from within the
-        /// slot's own handler: `cancelled`).
-        edge::upstream_stream::io_handler take_reader(bool cancelled = false) {
-            if (!cancelled && reader_slot.is_connected())
-                reader_slot.clear();
-            reader_slot = {};
-            edge::upstream_stream::io_handler h(std::move(*reader));
-            reader.reset();
-            return h;
-        }
-        edge::upstream_stream::done_handler take_waiter(bool cancelled = false) {
-            if (!cancelled && waiter_slot.is_connected())
-                waiter_slot.clear();
-            waiter_slot = {};
-            edge::upstream_stream::done_handler h(std::move(*waiter));
-            waiter.reset();
-            return h;
-        }
+        parked_handler<byte_stream::io_handler> reader;
+        parked_handler<byte_stream::done_handler> waiter;
 
         std::size_t available() const noexcept { return bytes.size() - offset; }
         bool readable() const noexcept { return available() > 0 || eof || reset; }
@@ -66,15 +44,15 @@ struct memory_pipe {
     std::array<direction, 2> dir;
     std::array<bool, 2> closed{};
 
-    void post_io(edge::upstream_stream::io_handler h, boost::system::error_code ec, std::size_t n) {
+    void post_io(byte_stream::io_handler h, boost::system::error_code ec, std::size_t n) {
         asio::post(ex, [h = std::move(h), ec, n]() mutable { std::move(h)(ec, n); });
     }
-    void post_done(edge::upstream_stream::done_handler h, boost::system::error_code ec) {
+    void post_done(byte_stream::done_handler h, boost::system::error_code ec) {
         asio::post(ex, [h = std::move(h), ec]() mutable { std::move(h)(ec); });
     }
 
     /// Completes a read of direction `d` with what it holds now (bytes, end or reset).
-    void finish_read(direction& d, asio::mutable_buffer buffer, edge::upstream_stream::io_handler h) {
+    void finish_read(direction& d, asio::mutable_buffer buffer, byte_stream::io_handler h) {
         if (buffer.size() == 0) {
             post_io(std::move(h), {}, 0);
         } else if (d.available() > 0) {
@@ -95,10 +73,10 @@ struct memory_pipe {
 
     /// Something arrived on direction `d` (bytes, end or reset): wakes its reader and waiter.
     void wake(direction& d) {
-        if (d.reader && d.readable())
-            finish_read(d, d.read_buffer, d.take_reader());
-        if (d.waiter && d.readable())
-            post_done(d.take_waiter(), {});
+        if (d.reader.armed() && d.readable())
+            finish_read(d, d.read_buffer, d.reader.take());
+        if (d.waiter.armed() && d.readable())
+            post_done(d.waiter.take(), {});
     }
 
     /// End `me` closes: its own pending operations are aborted, the other end reads what was
@@ -108,10 +86,10 @@ struct memory_pipe {
             return;
         closed[me] = true;
         auto& in = dir[me];
-        if (in.reader)
-            post_io(in.take_reader(), asio::error::operation_aborted, 0);
-        if (in.waiter)
-            post_done(in.take_waiter(), asio::error::operation_aborted);
+        if (in.reader.armed())
+            post_io(in.reader.take(), asio::error::operation_aborted, 0);
+        if (in.waiter.armed())
+            post_done(in.waiter.take(), asio::error::operation_aborted);
         auto& out = dir[1 - me];
         if (graceful)
             out.eof = true;
@@ -121,14 +99,14 @@ struct memory_pipe {
     }
 };
 
-class memory_stream_end final : public edge::upstream_stream::impl {
+class memory_stream_end final : public byte_stream::impl {
 public:
     memory_stream_end(std::shared_ptr<memory_pipe> p, int me) : p_(std::move(p)), me_(me) {}
     ~memory_stream_end() override { p_->close(me_, false); }
 
-    edge::upstream_stream::executor_type get_executor() noexcept override { return p_->ex; }
+    byte_stream::executor_type get_executor() noexcept override { return p_->ex; }
 
-    void read_some(asio::mutable_buffer buffer, edge::upstream_stream::io_handler handler) override {
+    void read_some(asio::mutable_buffer buffer, byte_stream::io_handler handler) override {
         auto& d = p_->dir[me_];
         if (p_->closed[me_])
             p_->post_io(std::move(handler), asio::error::bad_descriptor, 0);
@@ -136,18 +114,13 @@ public:
             p_->finish_read(d, buffer, std::move(handler));
         else {
             d.read_buffer = buffer;
-            d.reader_slot = asio::get_associated_cancellation_slot(handler);
-            d.reader.emplace(std::move(handler));
-            if (d.reader_slot.is_connected()) {
-                d.reader_slot.assign([w = std::weak_ptr<memory_pipe>(p_), me = me_](asio::cancellation_type) {
-                    if (auto p = w.lock(); p && p->dir[me].reader)
-                        p->post_io(p->dir[me].take_reader(true), asio::error::operation_aborted, 0);
-                });
-            }
+            d.reader.park(std::move(handler), p_, [p = p_](byte_stream::io_handler h) {
+                p->post_io(std::move(h), asio::error::operation_aborted, 0);
+            });
         }
     }
 
-    void write_some(edge::const_buffers buffers, edge::upstream_stream::io_handler handler) override {
+    void write_some(const_buffers buffers, byte_stream::io_handler handler) override {
         auto& d = p_->dir[1 - me_];
         if (p_->closed[me_]) {
             p_->post_io(std::move(handler), asio::error::bad_descriptor, 0);
@@ -166,7 +139,7 @@ public:
         p_->wake(d);
     }
 
-    void shutdown_send(edge::upstream_stream::done_handler handler) override {
+    void shutdown_send(byte_stream::done_handler handler) override {
         auto& d = p_->dir[1 - me_];
         if (!p_->closed[me_]) {
             d.eof = true;
@@ -175,21 +148,16 @@ public:
         p_->post_done(std::move(handler), {});
     }
 
-    void wait_readable(edge::upstream_stream::done_handler handler) override {
+    void wait_readable(byte_stream::done_handler handler) override {
         auto& d = p_->dir[me_];
         if (p_->closed[me_])
             p_->post_done(std::move(handler), asio::error::operation_aborted);
         else if (d.readable())
             p_->post_done(std::move(handler), {});
         else {
-            d.waiter_slot = asio::get_associated_cancellation_slot(handler);
-            d.waiter.emplace(std::move(handler));
-            if (d.waiter_slot.is_connected()) {
-                d.waiter_slot.assign([w = std::weak_ptr<memory_pipe>(p_), me = me_](asio::cancellation_type) {
-                    if (auto p = w.lock(); p && p->dir[me].waiter)
-                        p->post_done(p->dir[me].take_waiter(true), asio::error::operation_aborted);
-                });
-            }
+            d.waiter.park(std::move(handler), p_, [p = p_](byte_stream::done_handler h) {
+                p->post_done(std::move(h), asio::error::operation_aborted);
+            });
         }
     }
 
@@ -202,10 +170,10 @@ private:
 };
 
 /// Two connected ends on `ex`.
-inline std::pair<edge::upstream_stream, edge::upstream_stream> make_memory_stream_pair(asio::any_io_executor ex) {
+inline std::pair<byte_stream, byte_stream> make_memory_stream_pair(asio::any_io_executor ex) {
     auto p = std::make_shared<memory_pipe>(std::move(ex));
-    return {edge::upstream_stream(std::make_unique<memory_stream_end>(p, 0)),
-            edge::upstream_stream(std::make_unique<memory_stream_end>(p, 1))};
+    return {byte_stream(std::make_unique<memory_stream_end>(p, 0)),
+            byte_stream(std::make_unique<memory_stream_end>(p, 1))};
 }
 
 } // namespace rstream::test

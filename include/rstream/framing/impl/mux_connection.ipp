@@ -1,0 +1,468 @@
+// mux/1 over a byte stream (framing/mux_connection.hpp).
+#pragma once
+
+#include <rstream/core/event.hpp>
+#include <rstream/framing/frame_codec.hpp>
+#include <rstream/framing/mux_connection.hpp>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/error.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+
+#include <algorithm>
+#include <map>
+#include <span>
+
+namespace rstream::framing::mux {
+
+namespace asio = boost::asio;
+
+namespace detail {
+
+using io_handler = byte_stream::io_handler;
+using done_handler = byte_stream::done_handler;
+
+/// One stream (or the control channel, id 0) as its reader and writer see it.
+struct stream_state {
+    explicit stream_state(std::uint32_t i) : id(i) {}
+    std::uint32_t id;
+    std::string in;  // received, not yet read
+    std::size_t in_offset = 0;
+    bool fin = false;        // the peer ended its direction
+    bool reset = false;      // reset by the peer, or the connection was lost
+    bool shut = false;       // we ended our direction
+    bool closed = false;     // closed here: what still arrives is dropped
+    asio::mutable_buffer read_buffer;
+    const_buffers write_buffers;
+    parked_handler<io_handler> reader;
+    parked_handler<io_handler> writer;  // waits for room (a `writable` event)
+    parked_handler<done_handler> waiter;
+
+    std::size_t available() const noexcept { return in.size() - in_offset; }
+    bool readable() const noexcept { return available() > 0 || fin || reset; }
+};
+
+} // namespace detail
+
+struct connection::state : std::enable_shared_from_this<connection::state> {
+    state(byte_stream t, role r, connection_options o)
+        : transport(std::move(t)), ex(transport.get_executor()), session(r, o.mux), options(o), wake(ex),
+          control(std::make_shared<detail::stream_state>(0)) {}
+
+    byte_stream transport;
+    asio::any_io_executor ex;
+    mux::session session;
+    connection_options options;
+    rstream::event wake;  // the writer has frames to send (or the connection ended)
+    std::shared_ptr<detail::stream_state> control;
+    std::string control_out;  // rstrm/1 frames written to the control channel, not yet whole
+    std::map<std::uint32_t, std::shared_ptr<detail::stream_state>> streams;
+    open_handler on_open;
+    bool started = false;
+    bool shutdown_requested = false;  // the control channel was half-closed
+    bool shutdown_sent = false;
+    bool is_ended = false;
+    boost::system::error_code why;
+
+    void post_io(detail::io_handler h, boost::system::error_code ec, std::size_t n) {
+        asio::post(ex, [h = std::move(h), ec, n]() mutable { std::move(h)(ec, n); });
+    }
+    void post_done(detail::done_handler h, boost::system::error_code ec) {
+        asio::post(ex, [h = std::move(h), ec]() mutable { std::move(h)(ec); });
+    }
+    void kick() { wake.set(); }
+
+    /// Completes a read of `s` with what it holds now.
+    void finish_read(detail::stream_state& s, asio::mutable_buffer buffer, detail::io_handler h) {
+        if (buffer.size() == 0) {
+            post_io(std::move(h), {}, 0);
+        } else if (s.available() > 0) {
+            std::size_t n = std::min(buffer.size(), s.available());
+            std::copy_n(s.in.data() + s.in_offset, n, static_cast<char*>(buffer.data()));
+            s.in_offset += n;
+            if (s.in_offset == s.in.size()) {
+                s.in.clear();
+                s.in_offset = 0;
+            }
+            if (s.id != 0) {
+                session.consumed(s.id, n);
+                kick();
+            }
+            post_io(std::move(h), {}, n);
+        } else if (s.reset) {
+            post_io(std::move(h), asio::error::connection_reset, 0);
+        } else {
+            post_io(std::move(h), asio::error::eof, 0);
+        }
+    }
+
+    /// Queues what it can of `buffers` on stream `s`; 0 when there is no room now.
+    std::size_t queue(detail::stream_state& s, const const_buffers& buffers) {
+        std::size_t total = 0;
+        for (const auto& b : buffers) {
+            std::size_t n = session.send_data(s.id, {static_cast<const std::uint8_t*>(b.data()), b.size()});
+            total += n;
+            if (n < b.size())
+                break;
+        }
+        if (total > 0)
+            kick();
+        return total;
+    }
+
+    /// Something arrived for `s` (bytes, end, reset, room): wakes what waits for it.
+    void wake_stream(detail::stream_state& s) {
+        if (s.reader.armed() && s.readable())
+            finish_read(s, s.read_buffer, s.reader.take());
+        if (s.waiter.armed() && s.readable())
+            post_done(s.waiter.take(), {});
+        if (s.writer.armed()) {
+            if (s.reset) {
+                post_io(s.writer.take(), asio::error::connection_reset, 0);
+            } else if (std::size_t n = queue(s, s.write_buffers); n > 0) {
+                post_io(s.writer.take(), {}, n);
+            }
+        }
+    }
+
+    /// Ends every parked operation of a stream closed here.
+    void abort_parked(detail::stream_state& s) {
+        if (s.reader.armed())
+            post_io(s.reader.take(), asio::error::operation_aborted, 0);
+        if (s.writer.armed())
+            post_io(s.writer.take(), asio::error::operation_aborted, 0);
+        if (s.waiter.armed())
+            post_done(s.waiter.take(), asio::error::operation_aborted);
+    }
+
+    void dispatch(std::vector<event>& events) {
+        for (auto& e : events) {
+            if (e.what == event::kind::control) {
+                // As rstrm/1 frames: 4-byte length, then the Message. An empty or oversized
+                // one is passed on as it is: the control channel's reader refuses it.
+                const auto n = static_cast<std::uint32_t>(e.bytes.size());
+                const char header[header_size] = {static_cast<char>(n >> 24), static_cast<char>(n >> 16),
+                                                  static_cast<char>(n >> 8), static_cast<char>(n)};
+                control->in.append(header, header_size);
+                control->in += e.bytes;
+                wake_stream(*control);
+                continue;
+            }
+            if (e.what == event::kind::pong)
+                continue;
+            if (e.what == event::kind::opened) {
+                auto s = std::make_shared<detail::stream_state>(e.stream);
+                if (!on_open || is_ended) {
+                    session.reset(e.stream, reset_code::refused, "streams are not accepted here");
+                    continue;
+                }
+                streams[e.stream] = s;
+                on_open(make_stream(s), std::move(e.bytes));
+                continue;
+            }
+            auto it = streams.find(e.stream);
+            if (it == streams.end()) {
+                if (e.what == event::kind::data)
+                    session.consumed(e.stream, e.bytes.size());  // nobody reads it: credit back
+                continue;
+            }
+            auto s = it->second;
+            switch (e.what) {
+            case event::kind::data:
+                if (s->closed)
+                    session.consumed(s->id, e.bytes.size());
+                else
+                    s->in += e.bytes;
+                break;
+            case event::kind::fin:
+                s->fin = true;
+                if (s->closed)
+                    streams.erase(it);
+                break;
+            case event::kind::reset:
+                s->reset = true;
+                streams.erase(it);
+                break;
+            default:
+                break;
+            }
+            wake_stream(*s);
+        }
+    }
+
+    /// The connection is over (transport ended or failed, a protocol error, close()): every
+    /// stream still open reads connection_reset; the control channel reads end of data when
+    /// the peer ended in order, a reset otherwise.
+    void end(boost::system::error_code ec) {
+        if (is_ended)
+            return;
+        is_ended = true;
+        why = ec;
+        transport.close();
+        auto open = std::move(streams);
+        streams.clear();
+        for (auto& [id, s] : open) {
+            s->reset = true;
+            wake_stream(*s);
+        }
+        if (ec == asio::error::eof)
+            control->fin = true;
+        else
+            control->reset = true;
+        wake_stream(*control);
+        kick();
+    }
+
+    asio::awaitable<void> reader() {
+        auto self = shared_from_this();
+        std::vector<std::uint8_t> buf(options.read_buffer);
+        while (!is_ended) {
+            boost::system::error_code ec;
+            std::size_t n = co_await transport.async_read_some(asio::buffer(buf), asio::redirect_error(asio::use_awaitable, ec));
+            if (is_ended)
+                co_return;
+            if (ec) {
+                end(ec);
+                co_return;
+            }
+            auto bad = session.receive(std::span<const std::uint8_t>(buf.data(), n));
+            auto events = session.take_events();
+            dispatch(events);
+            if (bad) {
+                // What the session still has to say (resets) goes out before the close.
+                co_await flush();
+                end(bad);
+                co_return;
+            }
+            kick();
+        }
+    }
+
+    /// Writes every frame the session has ready.
+    asio::awaitable<void> flush() {
+        std::string out;
+        while (!is_ended && session.wants_write()) {
+            out.clear();
+            session.produce(out, options.write_batch);
+            boost::system::error_code ec;
+            co_await asio::async_write(transport, asio::buffer(out), asio::redirect_error(asio::use_awaitable, ec));
+            if (ec) {
+                end(ec);
+                co_return;
+            }
+        }
+    }
+
+    asio::awaitable<void> writer() {
+        auto self = shared_from_this();
+        while (!is_ended) {
+            wake.reset();
+            co_await flush();
+            if (is_ended)
+                co_return;
+            if (shutdown_requested && !shutdown_sent) {
+                shutdown_sent = true;
+                co_await transport.async_shutdown_send();
+            }
+            if (!session.wants_write()) {
+                try {
+                    co_await wake.async_wait();
+                } catch (const boost::system::system_error&) {
+                    co_return;
+                }
+            }
+        }
+    }
+
+    byte_stream make_stream(std::shared_ptr<detail::stream_state> s);
+};
+
+namespace detail {
+
+/// A stream of the connection (or its control channel, id 0) as a byte_stream.
+class stream_impl final : public byte_stream::impl {
+public:
+    stream_impl(std::shared_ptr<connection::state> c, std::shared_ptr<stream_state> s)
+        : c_(std::move(c)), s_(std::move(s)) {}
+    ~stream_impl() override { close(); }
+
+    byte_stream::executor_type get_executor() noexcept override { return c_->ex; }
+
+    void read_some(asio::mutable_buffer buffer, io_handler handler) override {
+        auto& s = *s_;
+        if (s.closed) {
+            c_->post_io(std::move(handler), asio::error::bad_descriptor, 0);
+        } else if (s.readable() || buffer.size() == 0) {
+            c_->finish_read(s, buffer, std::move(handler));
+        } else {
+            s.read_buffer = buffer;
+            s.reader.park(std::move(handler), s_, [c = c_](io_handler h) {
+                c->post_io(std::move(h), asio::error::operation_aborted, 0);
+            });
+        }
+    }
+
+    void write_some(const_buffers buffers, io_handler handler) override {
+        auto& s = *s_;
+        if (s.closed)
+            return c_->post_io(std::move(handler), asio::error::bad_descriptor, 0);
+        if (s.reset)
+            return c_->post_io(std::move(handler), asio::error::connection_reset, 0);
+        if (s.shut)
+            return c_->post_io(std::move(handler), asio::error::broken_pipe, 0);
+        if (s.id == 0)
+            return write_control(buffers, std::move(handler));
+        if (std::size_t n = c_->queue(s, buffers); n > 0)
+            return c_->post_io(std::move(handler), {}, n);
+        std::size_t total = 0;
+        for (const auto& b : buffers)
+            total += b.size();
+        if (total == 0)
+            return c_->post_io(std::move(handler), {}, 0);
+        s.write_buffers = buffers;
+        s.writer.park(std::move(handler), s_, [c = c_](io_handler h) {
+            c->post_io(std::move(h), asio::error::operation_aborted, 0);
+        });
+    }
+
+    void shutdown_send(done_handler handler) override {
+        auto& s = *s_;
+        if (!s.closed && !s.shut && !s.reset) {
+            s.shut = true;
+            if (s.id == 0)
+                c_->shutdown_requested = true;
+            else
+                c_->session.finish(s.id);
+            c_->kick();
+        }
+        c_->post_done(std::move(handler), {});
+    }
+
+    void wait_readable(done_handler handler) override {
+        auto& s = *s_;
+        if (s.closed) {
+            c_->post_done(std::move(handler), asio::error::operation_aborted);
+        } else if (s.readable()) {
+            c_->post_done(std::move(handler), {});
+        } else {
+            s.waiter.park(std::move(handler), s_, [c = c_](done_handler h) {
+                c->post_done(std::move(h), asio::error::operation_aborted);
+            });
+        }
+    }
+
+    void close() noexcept override {
+        auto& s = *s_;
+        if (s.closed)
+            return;
+        s.closed = true;
+        c_->abort_parked(s);
+        if (s.id == 0) {
+            c_->end(asio::error::operation_aborted);
+            return;
+        }
+        if (!s.reset && !c_->is_ended)
+            c_->session.reset(s.id, reset_code::cancel, "closed");
+        c_->streams.erase(s.id);
+        c_->kick();
+    }
+
+    void close_gracefully() noexcept override {
+        auto& s = *s_;
+        if (s.closed)
+            return;
+        if (s.id == 0) {
+            close();
+            return;
+        }
+        s.closed = true;
+        c_->abort_parked(s);
+        if (!s.shut && !s.reset && !c_->is_ended)
+            c_->session.finish(s.id);
+        s.shut = true;
+        // Kept until the peer ends or resets it, so what it still sends is dropped with its
+        // credit returned.
+        if (s.reset || s.fin)
+            c_->streams.erase(s.id);
+        c_->kick();
+    }
+
+private:
+    /// Control channel: whole rstrm/1 frames become CONTROL frames.
+    void write_control(const const_buffers& buffers, io_handler handler) {
+        std::size_t total = 0;
+        for (const auto& b : buffers) {
+            c_->control_out.append(static_cast<const char*>(b.data()), b.size());
+            total += b.size();
+        }
+        auto& out = c_->control_out;
+        std::size_t used = 0;
+        for (;;) {
+            auto r = decode_frame({reinterpret_cast<const std::uint8_t*>(out.data()) + used, out.size() - used});
+            if (r.state == decode_result::status::need_more)
+                break;
+            if (r.state == decode_result::status::error) {
+                out.clear();
+                c_->post_io(std::move(handler), r.ec, 0);
+                return;
+            }
+            c_->session.send_control(std::string(reinterpret_cast<const char*>(r.payload.data()), r.payload.size()));
+            used += r.consumed;
+        }
+        out.erase(0, used);
+        c_->kick();
+        c_->post_io(std::move(handler), {}, total);
+    }
+
+    std::shared_ptr<connection::state> c_;
+    std::shared_ptr<stream_state> s_;
+};
+
+} // namespace detail
+
+inline byte_stream connection::state::make_stream(std::shared_ptr<detail::stream_state> s) {
+    return byte_stream(std::make_unique<detail::stream_impl>(shared_from_this(), std::move(s)));
+}
+
+connection::connection(byte_stream transport, role r, connection_options options)
+    : state_(std::make_shared<state>(std::move(transport), r, options)) {}
+
+void connection::start(open_handler on_open) {
+    auto& s = *state_;
+    if (s.started)
+        return;
+    s.started = true;
+    s.on_open = std::move(on_open);
+    asio::co_spawn(s.ex, s.reader(), asio::detached);
+    asio::co_spawn(s.ex, s.writer(), asio::detached);
+}
+
+byte_stream connection::control() { return state_->make_stream(state_->control); }
+
+byte_stream connection::open(std::string payload) {
+    auto& s = *state_;
+    if (s.is_ended) {
+        auto dead = std::make_shared<detail::stream_state>(0xffffffff);
+        dead->reset = true;
+        return s.make_stream(std::move(dead));
+    }
+    std::uint32_t id = s.session.open(std::move(payload));
+    auto st = std::make_shared<detail::stream_state>(id);
+    s.streams[id] = st;
+    s.kick();
+    return s.make_stream(std::move(st));
+}
+
+void connection::close() noexcept { state_->end(asio::error::operation_aborted); }
+
+std::size_t connection::open_streams() const noexcept { return state_->streams.size(); }
+
+boost::system::error_code connection::ended() const noexcept {
+    return state_->is_ended ? state_->why : boost::system::error_code{};
+}
+
+} // namespace rstream::framing::mux

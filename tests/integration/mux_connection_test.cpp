@@ -1,0 +1,328 @@
+// framing::mux::connection over an in-memory transport: the control channel and streams as
+// byte_streams, flow control seen from the streams' readers and writers, resets, a lost
+// connection, malformed frames, deadlines on parked reads.
+#include "fixture.hpp"
+#include "memory_stream.hpp"
+
+#include <rstream/core/async.hpp>
+#include <rstream/framing/message_io.hpp>
+#include <rstream/framing/messages.hpp>
+#include <rstream/framing/mux_connection.hpp>
+
+#include <boost/asio/as_tuple.hpp>
+
+#include <deque>
+
+using namespace rstream;
+using namespace rstream::test;
+namespace mux = rstream::framing::mux;
+
+namespace {
+
+constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+
+/// An engine-side and an agent-side connection over one in-memory transport. Streams the
+/// agent opens land in `engine_accepted` with their OPEN payload, and the other way round.
+struct pair_of_connections {
+    struct accepted {
+        std::deque<std::pair<byte_stream, std::string>> streams;
+    };
+    std::shared_ptr<accepted> engine_accepted = std::make_shared<accepted>();
+    std::shared_ptr<accepted> agent_accepted = std::make_shared<accepted>();
+    mux::connection engine;
+    mux::connection agent;
+
+    explicit pair_of_connections(asio::io_context& ioc, mux::connection_options options = {})
+        : pair_of_connections(make_memory_stream_pair(ioc.get_executor()), options) {}
+
+    pair_of_connections(std::pair<byte_stream, byte_stream> transports, mux::connection_options options)
+        : engine(std::move(transports.first), mux::role::engine, options),
+          agent(std::move(transports.second), mux::role::agent, options) {
+        engine.start([a = engine_accepted](byte_stream s, std::string payload) {
+            a->streams.emplace_back(std::move(s), std::move(payload));
+        });
+        agent.start([a = agent_accepted](byte_stream s, std::string payload) {
+            a->streams.emplace_back(std::move(s), std::move(payload));
+        });
+    }
+};
+
+/// Waits for the next stream the peer opened.
+asio::awaitable<std::pair<byte_stream, std::string>> next_stream(std::shared_ptr<pair_of_connections::accepted> a) {
+    bool arrived = co_await eventually([&] { return !a->streams.empty(); });
+    REQUIRE(arrived);
+    auto s = std::move(a->streams.front());
+    a->streams.pop_front();
+    co_return s;
+}
+
+asio::awaitable<std::string> read_to_end(byte_stream& s, boost::system::error_code& ec) {
+    std::string all;
+    co_await asio::async_read(s, asio::dynamic_buffer(all), asio::redirect_error(asio::use_awaitable, ec));
+    co_return all;
+}
+
+
+} // namespace
+
+TEST_CASE("mux connection: control messages, streams from both sides, half-close each way") {
+    run_scenario([&](asio::io_context& ioc) -> asio::awaitable<void> {
+        pair_of_connections c(ioc);
+        auto engine_ctrl = c.engine.control();
+        auto agent_ctrl = c.agent.control();
+
+        // Control messages travel as rstrm/1 frames on both ends.
+        protocol::Message hb;
+        hb.mutable_heartbeat()->set_sequence(42);
+        co_await framing::async_write_message(agent_ctrl, hb);
+        protocol::Message got;
+        co_await framing::async_read_message(engine_ctrl, got);
+        CHECK(got.heartbeat().sequence() == 42);
+        hb.mutable_heartbeat()->set_sequence(43);
+        co_await framing::async_write_message(engine_ctrl, hb);
+        co_await framing::async_read_message(agent_ctrl, got);
+        CHECK(got.heartbeat().sequence() == 43);
+
+        // The engine opens a stream: the agent gets it with its payload.
+        auto mine = c.engine.open("for the agent");
+        auto [theirs, payload] = co_await next_stream(c.agent_accepted);
+        CHECK(payload == "for the agent");
+        co_await asio::async_write(mine, asio::buffer(std::string("ping")), asio::use_awaitable);
+        co_await mine.async_shutdown_send();
+        boost::system::error_code ec;
+        auto heard = co_await read_to_end(theirs, ec);
+        CHECK(ec == asio::error::eof);
+        CHECK(heard == "ping");
+        // The other direction still flows after the half-close.
+        co_await asio::async_write(theirs, asio::buffer(std::string("pong")), asio::use_awaitable);
+        co_await theirs.async_shutdown_send();
+        auto answer = co_await read_to_end(mine, ec);
+        CHECK(ec == asio::error::eof);
+        CHECK(answer == "pong");
+
+        // The agent opens one too (odd ids); both sides count it until it ends both ways.
+        auto up = c.agent.open("from the agent");
+        auto [down, p2] = co_await next_stream(c.engine_accepted);
+        CHECK(p2 == "from the agent");
+        CHECK(c.agent.open_streams() >= 1);
+        co_await up.async_shutdown_send();
+        co_await down.async_shutdown_send();
+        auto empty = co_await read_to_end(down, ec);
+        CHECK(ec == asio::error::eof);
+        CHECK(empty.empty());
+        empty = co_await read_to_end(up, ec);
+        CHECK(ec == asio::error::eof);
+        c.engine.close();
+    });
+}
+
+TEST_CASE("mux connection: bulk on several streams at once arrives byte-exact, beyond every window") {
+    run_scenario([&](asio::io_context& ioc) -> asio::awaitable<void> {
+        pair_of_connections c(ioc);
+        constexpr int n = 4;
+        constexpr std::size_t size = 3 * 1024 * 1024;  // beyond a stream's 256 KiB window
+        std::vector<byte_stream> senders;
+        std::vector<byte_stream> receivers;
+        for (int i = 0; i < n; ++i) {
+            senders.push_back(c.agent.open(std::to_string(i)));
+            auto [s, payload] = co_await next_stream(c.engine_accepted);
+            CHECK(payload == std::to_string(i));
+            receivers.push_back(std::move(s));
+        }
+        auto ex = co_await asio::this_coro::executor;
+        int sent = 0;
+        for (int i = 0; i < n; ++i) {
+            asio::co_spawn(ex, [&, i]() -> asio::awaitable<void> {
+                auto data = pattern(size, static_cast<std::uint32_t>(i));
+                co_await asio::async_write(senders[i], asio::buffer(data), asio::use_awaitable);
+                co_await senders[i].async_shutdown_send();
+                ++sent;
+            }, asio::detached);
+        }
+        for (int i = 0; i < n; ++i) {
+            boost::system::error_code ec;
+            auto got = co_await read_to_end(receivers[i], ec);
+            CHECK(ec == asio::error::eof);
+            CHECK(got.size() == size);
+            CHECK(got == pattern(size, static_cast<std::uint32_t>(i)));
+        }
+        bool all_sent = co_await eventually([&] { return sent == n; });
+        CHECK(all_sent);
+        c.agent.close();
+    });
+}
+
+TEST_CASE("mux connection: a reader that does not read stalls only its own stream") {
+    run_scenario([&](asio::io_context& ioc) -> asio::awaitable<void> {
+        pair_of_connections c(ioc);
+        auto bulk = c.agent.open("bulk");
+        auto [bulk_in, p1] = co_await next_stream(c.engine_accepted);
+        auto chat = c.agent.open("chat");
+        auto [chat_in, p2] = co_await next_stream(c.engine_accepted);
+
+        // 2 MiB on the bulk stream, whose reader reads nothing for now: the writer stops at
+        // the stream's window and send buffer, not before.
+        constexpr std::size_t size = 2 * 1024 * 1024;
+        auto data = pattern(size, 7);
+        std::size_t written = 0;
+        bool bulk_done = false;
+        asio::co_spawn(co_await asio::this_coro::executor, [&]() -> asio::awaitable<void> {
+            auto [ec, n] = co_await asio::async_write(bulk, asio::buffer(data), use_tuple);
+            written = n;
+            bulk_done = !ec;
+        }, asio::detached);
+        co_await sleep_for(100ms);
+        CHECK_FALSE(bulk_done);
+
+        // The chat stream still goes both ways.
+        for (int i = 0; i < 20; ++i) {
+            std::string line = "line " + std::to_string(i);
+            co_await asio::async_write(chat, asio::buffer(line), asio::use_awaitable);
+            std::string back(line.size(), '\0');
+            co_await asio::async_read(chat_in, asio::buffer(back), asio::use_awaitable);
+            CHECK(back == line);
+            co_await asio::async_write(chat_in, asio::buffer(back), asio::use_awaitable);
+            co_await asio::async_read(chat, asio::buffer(back), asio::use_awaitable);
+            CHECK(back == line);
+        }
+        CHECK_FALSE(bulk_done);
+
+        // Once read, the bulk stream completes, byte-exact.
+        std::string got(size, '\0');
+        co_await asio::async_read(bulk_in, asio::buffer(got), asio::use_awaitable);
+        CHECK(got == data);
+        bool finished = co_await eventually([&] { return bulk_done; });
+        CHECK(finished);
+        CHECK(written == size);
+        c.agent.close();
+    });
+}
+
+TEST_CASE("mux connection: a stream closed on one side is a reset on the other; the rest go on") {
+    run_scenario([&](asio::io_context& ioc) -> asio::awaitable<void> {
+        pair_of_connections c(ioc);
+        auto a = c.engine.open("a");
+        auto [a_in, pa] = co_await next_stream(c.agent_accepted);
+        auto b = c.engine.open("b");
+        auto [b_in, pb] = co_await next_stream(c.agent_accepted);
+
+        co_await asio::async_write(a, asio::buffer(std::string("partial")), asio::use_awaitable);
+        a.close();
+        boost::system::error_code ec;
+        auto got = co_await read_to_end(a_in, ec);
+        CHECK(ec == asio::error::connection_reset);
+        CHECK(got == "partial");
+        // Writing to a reset stream fails.
+        auto [wec, wn] = co_await asio::async_write(a_in, asio::buffer(std::string("late")), use_tuple);
+        CHECK(wec == asio::error::connection_reset);
+
+        // Closed in order: the peer reads the end of data, not a reset.
+        co_await asio::async_write(b_in, asio::buffer(std::string("bye")), asio::use_awaitable);
+        b_in.close_gracefully();
+        got = co_await read_to_end(b, ec);
+        CHECK(ec == asio::error::eof);
+        CHECK(got == "bye");
+
+        // New streams still open on the same connection.
+        auto d = c.engine.open("d");
+        auto [d_in, pd] = co_await next_stream(c.agent_accepted);
+        CHECK(pd == "d");
+        co_await asio::async_write(d, asio::buffer(std::string("still here")), asio::use_awaitable);
+        co_await d.async_shutdown_send();
+        got = co_await read_to_end(d_in, ec);
+        CHECK(got == "still here");
+        c.engine.close();
+    });
+}
+
+TEST_CASE("mux connection: a lost transport ends every stream and the control channel") {
+    run_scenario([&](asio::io_context& ioc) -> asio::awaitable<void> {
+        pair_of_connections c(ioc);
+        auto ctrl = c.agent.control();
+        auto s = c.agent.open("s");
+        auto [s_in, p] = co_await next_stream(c.engine_accepted);
+        c.engine.close();  // its transport closes abruptly
+        boost::system::error_code ec;
+        co_await read_to_end(s, ec);
+        CHECK(ec == asio::error::connection_reset);
+        protocol::Message m;
+        bool failed = false;
+        try {
+            co_await framing::async_read_message(ctrl, m);
+        } catch (const std::exception&) {
+            failed = true;
+        }
+        CHECK(failed);
+        CHECK(c.agent.ended());
+        CHECK(c.engine.ended() == asio::error::operation_aborted);
+        // A stream opened on an ended connection reads a reset.
+        auto late = c.agent.open("late");
+        co_await read_to_end(late, ec);
+        CHECK(ec == asio::error::connection_reset);
+    });
+}
+
+TEST_CASE("mux connection: malformed frames end the connection, an orderly end is an end of data") {
+    run_scenario([&](asio::io_context& ioc) -> asio::awaitable<void> {
+        {
+            auto [raw, transport] = make_memory_stream_pair(ioc.get_executor());
+            mux::connection engine(std::move(transport), mux::role::engine);
+            engine.start();
+            auto ctrl = engine.control();
+            // A frame whose length is below the fixed part.
+            std::string bad("\x00\x00\x00\x02\x02\x00", 6);
+            co_await asio::async_write(raw, asio::buffer(bad), asio::use_awaitable);
+            bool ended = co_await eventually([&] { return bool(engine.ended()); });
+            CHECK(ended);
+            CHECK(engine.ended() == make_error_code(error::frame_malformed));
+            boost::system::error_code ec;
+            co_await read_to_end(raw, ec);
+            CHECK(ec);  // the transport was closed
+        }
+        {
+            auto [raw, transport] = make_memory_stream_pair(ioc.get_executor());
+            mux::connection agent(std::move(transport), mux::role::agent);
+            agent.start();
+            auto ctrl = agent.control();
+            // DATA on a stream nobody opened.
+            std::string data_frame("\x00\x00\x00\x08\x02\x00\x00\x00\x00\x07hi", 12);
+            co_await asio::async_write(raw, asio::buffer(data_frame), asio::use_awaitable);
+            bool ended = co_await eventually([&] { return bool(agent.ended()); });
+            CHECK(ended);
+            CHECK(agent.ended() == make_error_code(error::protocol_violation));
+        }
+        {
+            auto [raw, transport] = make_memory_stream_pair(ioc.get_executor());
+            mux::connection agent(std::move(transport), mux::role::agent);
+            agent.start();
+            auto ctrl = agent.control();
+            co_await raw.async_shutdown_send();
+            boost::system::error_code ec;
+            co_await read_to_end(ctrl, ec);
+            CHECK(ec == asio::error::eof);
+            CHECK(agent.ended() == asio::error::eof);
+        }
+    });
+}
+
+TEST_CASE("mux connection: a deadline on a read that waits ends it; the stream still works after") {
+    run_scenario([&](asio::io_context& ioc) -> asio::awaitable<void> {
+        pair_of_connections c(ioc);
+        auto s = c.agent.open("idle");
+        auto [s_in, p] = co_await next_stream(c.engine_accepted);
+        bool timed_out = false;
+        try {
+            std::string one(1, '\0');
+            co_await with_timeout(asio::async_read(s_in, asio::buffer(one), asio::use_awaitable), 50ms,
+                                  error::service_unavailable, "nothing to read");
+        } catch (const error_with_message&) {
+            timed_out = true;
+        }
+        CHECK(timed_out);
+        co_await asio::async_write(s, asio::buffer(std::string("later")), asio::use_awaitable);
+        std::string got(5, '\0');
+        co_await asio::async_read(s_in, asio::buffer(got), asio::use_awaitable);
+        CHECK(got == "later");
+        c.agent.close();
+    });
+}
