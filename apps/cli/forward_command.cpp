@@ -44,6 +44,7 @@ struct forward_options {
     std::string reconnect_max = "2s";
     std::string heartbeat_interval = "5s";
     std::string heartbeat_timeout = "15s";
+    std::string stream_mode = "mux";
 };
 
 rstream::tunnel_properties make_properties(const forward_options& o) {
@@ -93,6 +94,11 @@ std::string read_ca_file(const std::string& path) {
                              "--upstream-tls-verify: '" + path +
                                  "' is larger than 16 KiB; pass only the CA that signed the upstream's certificate");
     return pem;
+}
+
+/// How the channel's streams reach the agent, in the --stream-mode vocabulary.
+std::string streams_text(const std::optional<rstream::control_channel>& channel) {
+    return channel && channel->is_multiplexed() ? "mux" : "per-connection";
 }
 
 int run_forward(const forward_options& o, const rstream::apps::client_flags& flags) {
@@ -165,11 +171,12 @@ int run_forward(const forward_options& o, const rstream::apps::client_flags& fla
     opts.reconnect.max = reconnect_cap;
     opts.heartbeat_interval = heartbeat_interval;
     opts.heartbeat_timeout = heartbeat_timeout;
+    opts.multiplex = o.stream_mode == "mux";
     opts.on_status = [&](const rstream::status_event& e) {
         out.status(e);
         // The SDK re-created the tunnel after a reconnection: show the block again.
         if (e.status == rstream::channel_status::tunnel_restored && tunnel_ptr->has_value())
-            out.online((**tunnel_ptr).properties(), target_text, engine_text, true);
+            out.online((**tunnel_ptr).properties(), target_text, engine_text, streams_text(*channel_ptr), true);
     };
 
     int code = 0;
@@ -180,7 +187,7 @@ int run_forward(const forward_options& o, const rstream::apps::client_flags& fla
         *channel_ptr = ctrl;
         auto t = co_await ctrl.async_create_tunnel(props);
         *tunnel_ptr = t;
-        out.online(t.properties(), target_text, engine_text, false);
+        out.online(t.properties(), target_text, engine_text, streams_text(*channel_ptr), false);
         co_await rstream::async_forward(
             t, target, [&](const rstream::forward_event& e) { out.stream_event(e); }, settings);
     };
@@ -263,6 +270,12 @@ CLI::App* add_forward_command(CLI::App& root, rstream::apps::client_flags& flags
     cmd->add_option("--heartbeat-timeout", o->heartbeat_timeout,
                     "Silence after which either side drops the connection and the agent reconnects "
                     "(at least twice the interval; lower finds a dead network path sooner)")
+        ->capture_default_str();
+    cmd->add_option("--stream-mode", o->stream_mode,
+                    "How inbound streams reach the agent: multiplexed over its one connection to the engine "
+                    "(mux, when the engine agrees), or a TLS connection per stream (per-connection)")
+        ->check(CLI::IsMember({"mux", "per-connection"}))
+        ->envname("RSTREAM_STREAM_MODE")
         ->capture_default_str();
     cmd->add_option("-o,--output", o->output,
                     "Output: a live view on a terminal (auto), text lines, or one JSON object per event")

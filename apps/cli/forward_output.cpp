@@ -61,12 +61,12 @@ public:
     }
 
     void online(const tunnel_properties& p, const std::string& target, const std::string& engine,
-                bool again) override {
+                const std::string& streams, bool again) override {
         auto fwd = forwarding_address(p);
         if (json_) {
             emit("tunnel.online",
                  {{"tunnel_id", p.id}, {"name", p.name}, {"forwarding", fwd}, {"target", target}, {"engine", engine},
-                  {"reconnected", again}},
+                  {"streams", streams}, {"reconnected", again}},
                  "");
             return;
         }
@@ -74,7 +74,8 @@ public:
         std::printf("  status       online\n");
         std::printf("  tunnel id    %s\n", p.id.c_str());
         std::printf("  forwarding   %s -> %s\n", fwd.c_str(), target.c_str());
-        std::printf("  engine       %s\n\n", engine.c_str());
+        std::printf("  engine       %s\n", engine.c_str());
+        std::printf("  streams      %s\n\n", streams.c_str());
         std::fflush(stdout);
     }
 
@@ -151,10 +152,11 @@ private:
 class live_view final : public forward_output {
 public:
     void online(const tunnel_properties& p, const std::string& target, const std::string& engine,
-                bool again) override {
+                const std::string& streams, bool again) override {
         props_ = p;
         target_ = target;
         engine_ = engine;
+        streams_ = streams;
         status_ = again ? "online (reconnected)" : "online";
         render();
     }
@@ -229,6 +231,7 @@ private:
         out += "Tunnel id     " + props_.id + "\n";
         out += "Forwarding    " + forwarding_address(props_) + " -> " + target_ + "\n";
         out += "Engine        " + engine_ + "\n";
+        out += "Streams       " + streams_ + "\n";
         out += "Connections   open " + std::to_string(open_) + "   total " + std::to_string(total_) + "   in " +
                human_bytes(bytes_in_) + "   out " + human_bytes(bytes_out_) + "\n";
         if (requests_ > 0)
@@ -241,7 +244,7 @@ private:
     }
 
     tunnel_properties props_;
-    std::string target_, engine_, status_ = "connecting";
+    std::string target_, engine_, streams_, status_ = "connecting";
     std::uint64_t open_ = 0, total_ = 0, bytes_in_ = 0, bytes_out_ = 0, requests_ = 0;
     std::deque<std::string> recent_;
 };

@@ -12,9 +12,10 @@ namespace rstream::apps {
 class forward_output {
 public:
     virtual ~forward_output() = default;
-    /// The tunnel is up (again, after a reconnection, when `again`).
+    /// The tunnel is up (again, after a reconnection, when `again`); `streams` is how its
+    /// streams reach the agent: "mux" (over the engine connection) or "per-connection".
     virtual void online(const tunnel_properties& p, const std::string& target, const std::string& engine,
-                        bool again) = 0;
+                        const std::string& streams, bool again) = 0;
     virtual void stream_event(const forward_event& e) = 0;
     virtual void status(const status_event& e) = 0;
     /// A failure that ends the command (also printed to stderr).

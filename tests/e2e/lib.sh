@@ -33,11 +33,22 @@ unset _bin
 # No agent setting from the caller's environment leaks into a test.
 while IFS= read -r _var; do
     case $_var in
-    RSTREAM_BIN_DIR | RSTREAM_SOURCE_DIR | RSTREAM_BUILD_DIR | RSTREAM_E2E_KEEP) ;;
+    RSTREAM_BIN_DIR | RSTREAM_SOURCE_DIR | RSTREAM_BUILD_DIR | RSTREAM_E2E_KEEP | RSTREAM_STREAM_MODE) ;;
     *) unset "$_var" ;;
     esac
 done < <(compgen -e | grep '^RSTREAM_' || true)
 unset _var
+
+# The agents' stream mode (`rstream forward --stream-mode`): every test runs in both (see
+# tests/CMakeLists.txt); mux when unset.
+export RSTREAM_STREAM_MODE=${RSTREAM_STREAM_MODE:-mux}
+case $RSTREAM_STREAM_MODE in
+mux | per-connection) ;;
+*)
+    echo "$TEST_NAME: FAIL: RSTREAM_STREAM_MODE '$RSTREAM_STREAM_MODE' is not mux or per-connection" >&2
+    exit 1
+    ;;
+esac
 
 T=$(mktemp -d "${TMPDIR:-/tmp}/rstream-e2e.XXXXXX")
 LOGS="$T/logs"
@@ -220,7 +231,7 @@ start_engine() {
     export RSTREAM_TLS_CACERT_FILE="$T/engine/ca.pem"
     RSTREAM_AUTHENTICATION_TOKEN=$(cat "$T/engine/admin.token")
     export RSTREAM_AUTHENTICATION_TOKEN
-    say "engine pid $ENGINE_PID listening on 127.0.0.1:$ENGINE_PORT"
+    say "engine pid $ENGINE_PID listening on 127.0.0.1:$ENGINE_PORT (agents: --stream-mode $RSTREAM_STREAM_MODE)"
 }
 
 # engine_log_has REGEX: the current engine's log has a matching line (all engine logs are
@@ -238,6 +249,14 @@ start_forward() {
     spawn "$name" "$RSTREAM" forward "$target" --no-publish --name "$tunnel" "$@"
     FORWARD_PID=$SPAWNED_PID
     wait_for_line "$LOGS/$name.log" '^  status +online|"event":"tunnel.online"' 60 "$FORWARD_PID"
+    expect_stream_mode "$LOGS/$name.log"
+}
+
+# expect_stream_mode LOG: the agent whose output is LOG runs its streams as RSTREAM_STREAM_MODE
+# asks (our engine agrees to mux/1).
+expect_stream_mode() {
+    grep -Eq "^  streams +$RSTREAM_STREAM_MODE\$|\"streams\":\"$RSTREAM_STREAM_MODE\"" "$1" ||
+        fail "$(basename "$1" .log): streams are not '$RSTREAM_STREAM_MODE' (see $1)"
 }
 
 # start_upstream MODE PORT: the Python upstream (echo | after-eof) on 127.0.0.1:PORT.
@@ -350,6 +369,7 @@ start_published() {
     wait_for_line "$LOGS/$name.log" '^  forwarding   [^ ]+ -> ' 30 "$FORWARD_PID"
     PUBLISHED=$(forwarding_of "$LOGS/$name.log")
     [[ -n $PUBLISHED ]] || fail "$name: no forwarding address in $LOGS/$name.log"
+    expect_stream_mode "$LOGS/$name.log"
 }
 
 # tls_probe NAME SNI ARGS...: `openssl s_client` to 127.0.0.1:$ENGINE_PORT with SNI and ARGS,

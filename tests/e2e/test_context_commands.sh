@@ -13,7 +13,7 @@ CONFIG="$HOME/.rstream/config.yaml"
 
 # From here on, only the config file says where the engine is.
 unset RSTREAM_ENGINE RSTREAM_AUTHENTICATION_TOKEN RSTREAM_TLS_CACERT_FILE
-env | grep '^RSTREAM_' | grep -Ev '^RSTREAM_(BIN_DIR|SOURCE_DIR|BUILD_DIR|E2E_KEEP)=' &&
+env | grep '^RSTREAM_' | grep -Ev '^RSTREAM_(BIN_DIR|SOURCE_DIR|BUILD_DIR|E2E_KEEP|STREAM_MODE)=' &&
     fail "RSTREAM_* agent variables are still set"
 
 ctx() { timeout -k 5 60 "$RSTREAM" context "$@"; }

@@ -326,3 +326,34 @@ TEST_CASE("mux connection: a deadline on a read that waits ends it; the stream s
         c.agent.close();
     });
 }
+
+TEST_CASE("mux connection: a stream closed after its half-close still delivers what it wrote") {
+    run_scenario([&](asio::io_context& ioc) -> asio::awaitable<void> {
+        pair_of_connections c(ioc);
+        auto opened = c.engine.open("bulk");
+        auto [theirs, payload] = co_await next_stream(c.agent_accepted);
+        // The writer's last write completes once its bytes are queued (up to the stream's send
+        // buffer beyond its credit), before they are sent: it half-closes and closes then.
+        const std::string bulk = pattern(1 << 20, 3);
+        auto closed = std::make_shared<bool>(false);
+        asio::co_spawn(
+            ioc,
+            [](byte_stream s, std::string bytes, std::shared_ptr<bool> closed) -> asio::awaitable<void> {
+                co_await asio::async_write(s, asio::buffer(bytes), asio::use_awaitable);
+                co_await s.async_shutdown_send();
+                s.close();
+                *closed = true;
+            }(std::move(opened), bulk, closed),
+            asio::detached);
+        bool before_reading = co_await eventually([&] { return *closed; }, 10);
+        CHECK_FALSE(before_reading);  // the window holds the writer back until the reader reads
+        boost::system::error_code ec;
+        auto got = co_await read_to_end(theirs, ec);
+        CHECK(ec == asio::error::eof);
+        CHECK(got.size() == bulk.size());
+        CHECK(got == bulk);
+        CHECK(*closed);
+        c.engine.close();
+        c.agent.close();
+    });
+}

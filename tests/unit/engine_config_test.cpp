@@ -79,6 +79,7 @@ TEST_CASE("engine without a configuration file runs on embedded defaults") {
     CHECK(c.heartbeat_timeout == 30s);
     CHECK(c.name_grace == 60s);
     CHECK(c.max_tunnels_per_channel == 1000);
+    CHECK(c.streams_mux == "on");
     CHECK(c.log_format == "text");
     CHECK(c.log_level == "info");
 }
@@ -259,6 +260,17 @@ TEST_CASE("settings that only make sense together are checked") {
     SECTION("certificate without key") {
         env.vars["RSTREAM_ENGINE_TLS__CERT_FILE"] = "/etc/cert.pem";
         CHECK_THAT(load_error("", env), Catch::Contains("tls.cert_file: set without tls.key_file"));
+    }
+    SECTION("stream multiplexing switch") {
+        env.vars["RSTREAM_ENGINE_STREAMS__MUX"] = "maybe";
+        CHECK_THAT(load_error("", env), Catch::Contains("streams.mux: 'maybe' is not on or off"));
+        env.vars["RSTREAM_ENGINE_STREAMS__MUX"] = "off";
+        CHECK(load("", env).streams_mux == "off");
+        env.vars["RSTREAM_ENGINE_STREAMS__MUX"] = "false";
+        CHECK(load("", env).streams_mux == "off");
+        env.vars.erase("RSTREAM_ENGINE_STREAMS__MUX");
+        yaml_file file("streams:\n  mux: true\n");
+        CHECK(load(file.path, env).streams_mux == "on");
     }
     SECTION("log format") {
         env.vars["RSTREAM_ENGINE_LOG__FORMAT"] = "xml";

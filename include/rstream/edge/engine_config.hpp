@@ -54,6 +54,9 @@ struct engine_config {
     std::chrono::milliseconds stream_connect_timeout{10000};
     /// `timeouts.shutdown_grace`: time in-flight streams get to finish on shutdown.
     std::chrono::milliseconds shutdown_grace{10000};
+    /// `streams.mux`: `on` lets agents that offer mux/1 carry their streams over their control
+    /// connection; `off` keeps a TLS connection per stream for every agent.
+    std::string streams_mux = "on";
     /// `limits.tunnels_per_channel`: tunnels one control channel may hold.
     std::size_t max_tunnels_per_channel = 1000;
     /// `limits.pending_streams`: inbound streams waiting for an agent, engine-wide.

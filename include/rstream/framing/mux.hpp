@@ -15,6 +15,7 @@
 #include <map>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace rstream::framing::mux {
@@ -43,6 +44,10 @@ struct frame {
 
 /// Appends one frame to `out`.
 RSTREAM_DECL void encode_frame(const frame& f, std::string& out);
+
+/// The capability both sides announce (ClientDetails/ServerDetails.capabilities) to switch
+/// a control connection to mux/1 after its OpenControlChannelRsp.
+inline constexpr std::string_view capability = "mux/1";
 
 /// Which end of the connection a session is: the engine opens even stream ids, the agent
 /// (or dialer) odd ones, so both may open streams at once without a clash.

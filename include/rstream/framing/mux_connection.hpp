@@ -32,9 +32,10 @@ struct connection_options {
 /// (4-byte length, one Message); each travels as one CONTROL frame. Its half-close ends the
 /// connection in order once the frames before it are written; closing it closes the
 /// connection. Streams (open(), and those the peer opens) behave as TLS connections do:
-/// half-close is FIN, close() is a reset the peer reads as connection_reset, close_gracefully()
-/// a FIN after which what still arrives is dropped. When the connection is lost, every
-/// stream still open reads connection_reset.
+/// half-close is FIN, close() is a reset the peer reads as connection_reset (after a
+/// half-close, as for a TCP socket, what was written and the FIN still go out), and
+/// close_gracefully() a FIN after which what still arrives is dropped. When the connection is
+/// lost, every stream still open reads connection_reset.
 class connection {
 public:
     /// Called for each stream the peer opens, with its OPEN payload.

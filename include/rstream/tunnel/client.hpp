@@ -65,6 +65,10 @@ struct client_options {
     /// Keep retrying the first connection on errors a retry can fix (an agent started
     /// before its engine); otherwise the first failure is thrown.
     bool retry_initial_connect = false;
+    /// Offer mux/1: when the engine agrees, inbound streams ride the control connection (no
+    /// TCP and TLS handshake per stream; they end with it). Otherwise, or with false, each
+    /// stream is a TLS connection of its own (rstrm/1 as is).
+    bool multiplex = true;
     /// Inbound streams accepted from the engine but not yet taken by async_accept, per tunnel;
     /// past it the engine is told CAPACITY_EXHAUSTED.
     std::size_t accept_backlog = 128;
@@ -113,6 +117,8 @@ public:
     /// The engine's id for this client (changes on reconnection).
     RSTREAM_DECL std::string client_id() const;
     RSTREAM_DECL bool is_connected() const;
+    /// Whether the current connection carries streams multiplexed (mux/1 agreed with the engine).
+    RSTREAM_DECL bool is_multiplexed() const;
 
     struct impl;
     explicit control_channel(std::shared_ptr<impl> p) : impl_(std::move(p)) {}

@@ -1,6 +1,7 @@
 // One connection through a tunnel: an Asio AsyncStream (so Beast and asio::async_read work).
 #pragma once
 
+#include <rstream/core/byte_stream.hpp>
 #include <rstream/transport/tls_stream.hpp>
 
 #include <boost/asio/ip/address.hpp>
@@ -11,16 +12,21 @@
 namespace rstream {
 
 /// A bidirectional byte stream through a tunnel: accepted by an agent or dialed by a client.
+/// Underneath it is a TLS connection of its own to the engine, or a stream multiplexed over
+/// the agent's control connection (mux/1); both behave the same.
 ///
 /// Satisfies AsyncReadStream and AsyncWriteStream; one read and one write may be
 /// outstanding at a time. End of the peer's data is asio::error::eof; the peer's half-close
 /// does not stop writes in the other direction.
 class stream {
 public:
-    using executor_type = transport::tls_stream::executor_type;
+    using executor_type = byte_stream::executor_type;
 
-    stream(transport::tls_stream s, std::string stream_id, boost::asio::ip::address source_ip = {})
+    stream(byte_stream s, std::string stream_id, boost::asio::ip::address source_ip = {})
         : s_(std::move(s)), stream_id_(std::move(stream_id)), source_ip_(source_ip) {}
+    /// A stream on its own TLS connection to the engine.
+    stream(transport::tls_stream s, std::string stream_id, boost::asio::ip::address source_ip = {})
+        : stream(make_abrupt_byte_stream(std::move(s)), std::move(stream_id), source_ip) {}
 
     executor_type get_executor() noexcept { return s_.get_executor(); }
 
@@ -42,7 +48,7 @@ public:
         return s_.async_write_some(buffers, std::forward<Token>(token));
     }
 
-    /// Completes once a read would find something (see transport::tls_stream).
+    /// Completes once a read would find something.
     boost::asio::awaitable<boost::system::error_code> async_wait_readable() { return s_.async_wait_readable(); }
 
     /// Half-close: the peer reads eof; this side can still read.
@@ -51,10 +57,14 @@ public:
     /// Closes at once; outstanding operations complete with operation_aborted.
     void close() noexcept { s_.close(); }
 
-    transport::tls_stream& next_layer() noexcept { return s_; }
+    /// Closes so that the far end sees an error, not an end of data (a relay cut short).
+    void abort() noexcept { s_.abort(); }
+
+    /// The stream underneath.
+    byte_stream& next_layer() noexcept { return s_; }
 
 private:
-    transport::tls_stream s_;
+    byte_stream s_;
     std::string stream_id_;
     boost::asio::ip::address source_ip_;
 };

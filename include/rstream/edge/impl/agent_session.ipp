@@ -11,6 +11,7 @@
 
 #include <google/protobuf/util/time_util.h>
 
+#include <algorithm>
 #include <random>
 
 namespace rstream::edge {
@@ -65,14 +66,35 @@ asio::awaitable<void> agent_session::run(protocol::OpenControlChannelReq req) {
         sequenced_heartbeats = true;
         hb_timeout = std::chrono::milliseconds(t);
     }
-    send(rsp);
+    const auto& offered = req.client_details().capabilities();
+    const bool multiplexed = eng->cfg.streams_mux == "on" &&
+                             std::find(offered.begin(), offered.end(), framing::mux::capability) != offered.end();
+    std::exception_ptr ep;
+    if (multiplexed) {
+        // The answer goes out as a plain rstrm/1 frame; after it both directions speak mux/1
+        // (docs/protocol.md, extensions). Nothing was read past the request, so the agent's
+        // first mux frame is the next thing on the connection.
+        ok->mutable_server_details()->add_capabilities(std::string(framing::mux::capability));
+        try {
+            co_await framing::async_write_message(conn, rsp);
+            mux.emplace(std::move(conn), framing::mux::role::engine);
+            mux->start();  // streams the agent opens are refused: dials use their own connection
+            conn = mux->control();
+        } catch (...) {
+            ep = std::current_exception();
+        }
+    } else {
+        send(rsp);
+    }
     last_rx = std::chrono::steady_clock::now();
     log::info("control channel opened", {{"client", client_id},
                                          {"peer", peer.to_string()},
                                          {"subject", who.subject},
+                                         {"streams", multiplexed ? "multiplexed" : "per connection"},
                                          {"heartbeat_timeout_ms", std::to_string(hb_timeout.count())}});
 
-    std::exception_ptr ep = co_await until_first_ends(reader(), writer(), watchdog());
+    if (!ep)
+        ep = co_await until_first_ends(reader(), writer(), watchdog());
     std::string reason = "closed by the agent";
     if (!orderly_close) {
         try {
@@ -87,6 +109,8 @@ asio::awaitable<void> agent_session::run(protocol::OpenControlChannelReq req) {
         }
     }
     conn.close();
+    if (mux)
+        mux->close();  // its streams end with it
     // A lost channel's names stay reserved for its credential so the agent can reclaim
     // them; an orderly close frees them at once.
     auto now = clock::now();
@@ -106,6 +130,12 @@ asio::awaitable<void> agent_session::writer() {
     for (;;) {
         while (outq.empty()) {
             if (finish_after_flush) {
+                // Streams riding this connection run on until they end (the engine's
+                // shutdown bounds the wait by timeouts.shutdown_grace, then closes).
+                while (!orderly_close && carries_streams()) {
+                    asio::steady_timer t(eng->ex, std::chrono::milliseconds(100));
+                    co_await t.async_wait(asio::use_awaitable);
+                }
                 co_await conn.async_shutdown_send();
                 // Give the agent a moment to read and close; the reader ends on its close.
                 asio::steady_timer t(eng->ex, std::chrono::seconds(2));

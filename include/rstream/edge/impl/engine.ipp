@@ -230,9 +230,14 @@ asio::awaitable<void> engine::async_shutdown() {
     }
     auto grace = s->cfg.shutdown_grace;
     if (!s->sessions.empty()) {
+        // Multiplexed streams end with their control connection: such a connection is kept
+        // (and its session) while they drain.
+        bool streams_ride = std::any_of(s->sessions.begin(), s->sessions.end(),
+                                        [](const auto& kv) { return kv.second->carries_streams(); });
         s->sessions_gone.reset();
         try {
-            co_await with_timeout(s->sessions_gone.async_wait(), std::min<std::chrono::milliseconds>(grace, 5s),
+            co_await with_timeout(s->sessions_gone.async_wait(),
+                                  streams_ride ? grace : std::min<std::chrono::milliseconds>(grace, 5s),
                                   error::service_unavailable, "");
         } catch (const std::exception&) {
         }
@@ -599,10 +604,24 @@ asio::awaitable<agent_stream> engine::state::open_agent_stream(std::string tunne
     auto owner = entry ? sessions.find(entry->session) : sessions.end();
     if (!entry || owner == sessions.end())
         throw_error(error::tunnel_not_found, "the tunnel is offline: no agent is connected");
-    if (pending.size() >= cfg.max_pending_streams || stopping)
+    if (stopping)
+        throw_error(error::capacity_exhausted, "the engine is shutting down; retry later");
+    std::string stream_id = random_hex(16);
+    if (auto& session = owner->second; session->mux) {
+        // mux/1: the stream is opened on the agent's connection, no round trip; an agent that
+        // cannot take it resets it, which its user reads as a reset.
+        protocol::ProxyConnReq pc;
+        pc.set_tunnel_id(tunnel_id);
+        pc.set_stream_id(stream_id);
+        framing::to_protocol(source.is_unspecified() ? asio::ip::address(asio::ip::address_v4::loopback()) : source,
+                             *pc.mutable_source_ip());
+        if (stream_id_out)
+            *stream_id_out = stream_id;
+        co_return session->mux->open(pc.SerializeAsString());
+    }
+    if (pending.size() >= cfg.max_pending_streams)
         throw_error(error::capacity_exhausted, "too many streams being opened; retry later");
     auto p = std::make_shared<pending_stream>(ex);
-    std::string stream_id = random_hex(16);
     p->secret = random_hex(32);
     p->tunnel_id = tunnel_id;
     p->session = entry->session;

@@ -48,6 +48,7 @@ inline const setting settings[] = {
     {"timeouts.name_grace", &engine_config::name_grace},
     {"timeouts.stream_connect", &engine_config::stream_connect_timeout},
     {"timeouts.shutdown_grace", &engine_config::shutdown_grace},
+    {"streams.mux", &engine_config::streams_mux},
     {"limits.tunnels_per_channel", &engine_config::max_tunnels_per_channel},
     {"limits.pending_streams", &engine_config::max_pending_streams},
     {"http.redirect_listen_addr", &engine_config::http_redirect_listen_addr},
@@ -304,6 +305,13 @@ public:
                      " is not within 1-65535 with min <= max");
         if (!c.jwt_secret.empty() && !c.jwt_secret_file.empty())
             fail(origin("auth.jwt.secret"), "auth.jwt.secret", "set together with auth.jwt.secret_file; keep one");
+        // YAML writers spell a switch many ways; keep the two words.
+        if (c.streams_mux == "true" || c.streams_mux == "yes")
+            c.streams_mux = "on";
+        else if (c.streams_mux == "false" || c.streams_mux == "no")
+            c.streams_mux = "off";
+        if (c.streams_mux != "on" && c.streams_mux != "off")
+            fail(origin("streams.mux"), "streams.mux", "'" + c.streams_mux + "' is not on or off");
         if (c.log_format != "text" && c.log_format != "json")
             fail(origin("log.format"), "log.format", "'" + c.log_format + "' is not text or json");
         static constexpr std::string_view levels[] = {"trace", "debug", "info", "warn", "error", "off"};

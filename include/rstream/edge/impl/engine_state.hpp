@@ -10,6 +10,7 @@
 #include <rstream/edge/token.hpp>
 #include <rstream/edge/upstream_stream.hpp>
 #include <rstream/edge/upstream_tls.hpp>
+#include <rstream/framing/mux_connection.hpp>
 #include <rstream/transport/tls_stream.hpp>
 
 #include <boost/asio/ip/tcp.hpp>
@@ -186,7 +187,11 @@ struct agent_session : std::enable_shared_from_this<agent_session> {
     std::shared_ptr<engine::state> eng;
     std::uint64_t id;
     std::string client_id;
+    /// The control channel: the agent's connection itself, or stream 0 of `mux`.
     agent_stream conn;
+    /// Set when the agent and the engine agreed on mux/1: streams for this agent's tunnels
+    /// are opened on it instead of asked for with ProxyConnReq.
+    std::optional<framing::mux::connection> mux;
     identity who;
     asio::ip::address peer;
 
@@ -209,6 +214,8 @@ struct agent_session : std::enable_shared_from_this<agent_session> {
     std::chrono::steady_clock::time_point last_rx;
 
     asio::awaitable<void> run(protocol::OpenControlChannelReq req);
+    /// Whether streams ride this connection now (they end with it).
+    bool carries_streams() const noexcept { return mux && mux->open_streams() > 0; }
     void send(const protocol::Message& m);
     /// Tells the agent why and closes once that is written (engine shutdown).
     void close_with_message(const std::string& message);

@@ -8,6 +8,7 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/error.hpp>
+#include <boost/asio/execution_context.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -16,6 +17,7 @@
 #include <algorithm>
 #include <map>
 #include <span>
+#include <vector>
 
 namespace rstream::framing::mux {
 
@@ -359,6 +361,12 @@ public:
         auto& s = *s_;
         if (s.closed)
             return;
+        if (s.shut && s.id != 0) {
+            // This side already ended its direction in order (FIN queued): as with a TCP
+            // socket closed after shutdown(SHUT_WR), what was written still reaches the peer.
+            close_gracefully();
+            return;
+        }
         s.closed = true;
         c_->abort_parked(s);
         if (s.id == 0) {
@@ -428,8 +436,62 @@ inline byte_stream connection::state::make_stream(std::shared_ptr<detail::stream
     return byte_stream(std::make_unique<detail::stream_impl>(shared_from_this(), std::move(s)));
 }
 
+namespace detail {
+
+/// The mux connections of one execution context. When the context shuts down (it is
+/// destroyed), their parked operations are destroyed without being called, as the context
+/// does with its own pending operations: a coroutine parked on a stream of a connection it
+/// owns (an agent's control channel reading its stream 0) would otherwise keep itself and
+/// the connection alive for ever.
+class connection_registry final : public asio::execution_context::service {
+public:
+    using key_type = connection_registry;
+    static inline asio::execution_context::id id;
+
+    explicit connection_registry(asio::execution_context& context) : asio::execution_context::service(context) {}
+
+    void add(const std::shared_ptr<connection::state>& s) {
+        std::erase_if(states_, [](const auto& w) { return w.expired(); });
+        states_.push_back(s);
+    }
+
+private:
+    void shutdown() override {
+        std::vector<std::shared_ptr<connection::state>> live;
+        for (auto& w : states_)
+            if (auto s = w.lock())
+                live.push_back(std::move(s));
+        states_.clear();
+        // Taken out first, destroyed after: destroying one may end other connections.
+        std::vector<io_handler> ios;
+        std::vector<done_handler> dones;
+        auto take = [&](stream_state& st) {
+            if (st.reader.armed())
+                ios.push_back(st.reader.take());
+            if (st.writer.armed())
+                ios.push_back(st.writer.take());
+            if (st.waiter.armed())
+                dones.push_back(st.waiter.take());
+        };
+        for (auto& c : live) {
+            take(*c->control);
+            for (auto& [id, st] : c->streams)
+                take(*st);
+        }
+        ios.clear();
+        dones.clear();
+        live.clear();
+    }
+
+    std::vector<std::weak_ptr<connection::state>> states_;
+};
+
+} // namespace detail
+
 connection::connection(byte_stream transport, role r, connection_options options)
-    : state_(std::make_shared<state>(std::move(transport), r, options)) {}
+    : state_(std::make_shared<state>(std::move(transport), r, options)) {
+    asio::use_service<detail::connection_registry>(asio::query(state_->ex, asio::execution::context)).add(state_);
+}
 
 void connection::start(open_handler on_open) {
     auto& s = *state_;

@@ -1,13 +1,17 @@
 // Internal state shared by control_channel, tunnel and their coroutines (not public API).
 #pragma once
 
+#include <rstream/core/byte_stream.hpp>
 #include <rstream/core/event.hpp>
+#include <rstream/framing/messages.hpp>
+#include <rstream/framing/mux_connection.hpp>
 #include <rstream/transport/tls_context.hpp>
 #include <rstream/tunnel/client.hpp>
 
 #include <deque>
 #include <map>
 #include <optional>
+#include <vector>
 
 namespace rstream {
 
@@ -44,7 +48,19 @@ struct control_channel::impl : std::enable_shared_from_this<control_channel::imp
     boost::asio::any_io_executor ex;
     client_options opts;
     transport::ssl_ctx_ptr ctx;
-    std::optional<transport::tls_stream> conn;
+    /// The control channel: the TLS connection itself, or stream 0 of `mux`.
+    std::optional<byte_stream> conn;
+    /// Set while the connection runs mux/1: inbound streams arrive as its OPENs.
+    std::optional<framing::mux::connection> mux;
+    /// Streams the engine opened for a tunnel whose OpenTunnelRsp the channel has not taken in
+    /// yet (the OPEN overtook it): adopted when the tunnel is registered, refused once no
+    /// creation is in flight.
+    struct unclaimed_open {
+        byte_stream s;
+        protocol::ProxyConnReq req;
+    };
+    std::vector<unclaimed_open> unclaimed;
+    std::size_t creating = 0;  // tunnel creations in flight
     std::string client_id;
     bool connected = false;
     bool closing = false;
@@ -85,10 +101,20 @@ struct control_channel::impl : std::enable_shared_from_this<control_channel::imp
     boost::asio::awaitable<void> writer();
     boost::asio::awaitable<void> heartbeats();
     boost::asio::awaitable<protocol::Message> request(protocol::Message m, std::string request_id);
-    boost::asio::awaitable<tunnel_properties> open_tunnel(const tunnel_properties& props);
+    /// OpenTunnelReq for `t`; on success its stored properties are set and it is registered.
+    boost::asio::awaitable<void> open_tunnel(std::shared_ptr<tunnel::impl> t, tunnel_properties props);
     boost::asio::awaitable<void> recreate_tunnels();
     void on_proxy_conn_req(const protocol::ProxyConnReq& req);
     boost::asio::awaitable<void> open_inbound_stream(std::shared_ptr<tunnel::impl> t, protocol::ProxyConnReq req);
+    void on_mux_open(byte_stream s, std::string payload);
+    /// Hands over streams of `unclaimed` whose tunnel is now known; with no creation in
+    /// flight, refuses the rest.
+    void adopt_unclaimed();
+    /// Delivers an inbound stream to its tunnel's backlog, or refuses it (closed: the engine
+    /// reads a reset). False when the tunnel is unknown.
+    bool deliver(byte_stream& s, const protocol::ProxyConnReq& req);
+    /// Registers a tunnel as stored by the engine.
+    void add_tunnel(const std::shared_ptr<tunnel::impl>& t);
     void end(boost::system::error_code ec, std::string message);
 };
 

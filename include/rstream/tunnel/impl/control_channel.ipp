@@ -8,7 +8,10 @@
 #include <rstream/tunnel/impl/channel_state.hpp>
 
 #include <boost/asio/detached.hpp>
+#include <boost/asio/ip/address.hpp>
 #include <boost/asio/redirect_error.hpp>
+
+#include <algorithm>
 
 namespace rstream {
 
@@ -63,7 +66,10 @@ asio::awaitable<void> control_channel::impl::connect_once() {
 
     protocol::Message req;
     auto* open = req.mutable_open_control_channel_req();
-    *open->mutable_client_details() = framing::make_client_details(opts.config.token);
+    std::vector<std::string> offered;
+    if (opts.multiplex)
+        offered.emplace_back(framing::mux::capability);
+    *open->mutable_client_details() = framing::make_client_details(opts.config.token, offered);
     open->mutable_liveness()->set_heartbeat_interval_ms(static_cast<std::uint32_t>(opts.heartbeat_interval.count()));
     open->mutable_liveness()->set_heartbeat_timeout_ms(static_cast<std::uint32_t>(opts.heartbeat_timeout.count()));
 
@@ -100,13 +106,35 @@ asio::awaitable<void> control_channel::impl::connect_once() {
         hb_interval = opts.heartbeat_interval;
         hb_timeout = opts.heartbeat_timeout;
     }
+    bool multiplexed = false;
+    if (opts.multiplex && r.ok().has_server_details()) {
+        const auto& caps = r.ok().server_details().capabilities();
+        multiplexed = std::find(caps.begin(), caps.end(), framing::mux::capability) != caps.end();
+    }
     hb_sent = 0;
     last_rx = std::chrono::steady_clock::now();
     outq.clear();
     out_ready.reset();
-    conn.emplace(std::move(stream));
+    if (mux)
+        mux->close();
+    mux.reset();
+    if (multiplexed) {
+        // From here on both directions speak mux/1 frames (docs/protocol.md, extensions).
+        mux.emplace(make_abrupt_byte_stream(std::move(stream)), framing::mux::role::agent);
+        std::weak_ptr<impl> weak = shared_from_this();
+        mux->start([weak](byte_stream s, std::string payload) {
+            if (auto self = weak.lock())
+                self->on_mux_open(std::move(s), std::move(payload));
+            else
+                s.close();
+        });
+        conn.emplace(mux->control());
+    } else {
+        conn.emplace(make_abrupt_byte_stream(std::move(stream)));
+    }
     connected = true;
-    notify(channel_status::connected, "connected to " + transport::to_string(opts.config.engine) + " as " + client_id);
+    notify(channel_status::connected, "connected to " + transport::to_string(opts.config.engine) + " as " + client_id +
+                                          (multiplexed ? " (streams multiplexed)" : ""));
 }
 
 asio::awaitable<void> control_channel::impl::reader() {
@@ -214,19 +242,37 @@ asio::awaitable<protocol::Message> control_channel::impl::request(protocol::Mess
     co_return std::move(*p->response);
 }
 
-asio::awaitable<tunnel_properties> control_channel::impl::open_tunnel(const tunnel_properties& props) {
+asio::awaitable<void> control_channel::impl::open_tunnel(std::shared_ptr<tunnel::impl> t, tunnel_properties props) {
     protocol::Message m;
     std::string request_id = std::to_string(next_request++);
     auto* req = m.mutable_open_tunnel_req();
     req->set_request_id(request_id);
     to_protocol(props, *req->mutable_tunnel_properties());
-    auto rsp = co_await request(std::move(m), request_id);
-    const auto& r = rsp.open_tunnel_rsp();
-    if (r.has_error())
-        throw_error(framing::to_error_code(r.error()), framing::describe(r.error()));
-    if (!r.has_tunnel_properties() || !r.tunnel_properties().has_id() || r.tunnel_properties().id().value().empty())
-        throw_error(error::missing_tunnel_id, "the engine created a tunnel without an id");
-    co_return from_protocol(r.tunnel_properties());
+    // Counted from the request until the tunnel is registered: with mux/1 a stream for it may
+    // arrive before this coroutine resumes with the answer (see unclaimed).
+    ++creating;
+    auto self = shared_from_this();
+    std::optional<tunnel_properties> stored;
+    std::exception_ptr failure;
+    try {
+        auto rsp = co_await request(std::move(m), request_id);
+        const auto& r = rsp.open_tunnel_rsp();
+        if (r.has_error())
+            throw_error(framing::to_error_code(r.error()), framing::describe(r.error()));
+        if (!r.has_tunnel_properties() || !r.tunnel_properties().has_id() || r.tunnel_properties().id().value().empty())
+            throw_error(error::missing_tunnel_id, "the engine created a tunnel without an id");
+        stored = from_protocol(r.tunnel_properties());
+    } catch (...) {
+        failure = std::current_exception();
+    }
+    --creating;
+    if (stored) {
+        t->stored = std::move(*stored);
+        add_tunnel(t);
+    } else {
+        adopt_unclaimed();
+        std::rethrow_exception(failure);
+    }
 }
 
 void control_channel::impl::on_proxy_conn_req(const protocol::ProxyConnReq& req) {
@@ -248,6 +294,56 @@ void control_channel::impl::on_proxy_conn_req(const protocol::ProxyConnReq& req)
         return refuse(error::invalid_request, "a proxy endpoint needs a stream secret");
     ++t->connecting;
     asio::co_spawn(ex, open_inbound_stream(t, req), asio::detached);
+}
+
+void control_channel::impl::on_mux_open(byte_stream s, std::string payload) {
+    protocol::ProxyConnReq req;
+    if (!req.ParseFromString(payload)) {
+        s.close();
+        return;
+    }
+    if (deliver(s, req))
+        return;
+    if (creating == 0) {
+        s.close();  // no tunnel by that id here, nor one being created
+        return;
+    }
+    unclaimed.push_back({std::move(s), std::move(req)});
+}
+
+bool control_channel::impl::deliver(byte_stream& s, const protocol::ProxyConnReq& req) {
+    auto it = tunnels.find(req.tunnel_id());
+    if (it == tunnels.end())
+        return false;
+    auto t = it->second;
+    if (t->ended || t->backlog.size() + t->connecting >= opts.accept_backlog) {
+        s.close();  // the engine reads a reset and answers its client with an error
+        return true;
+    }
+    t->backlog.emplace_back(std::move(s), req.stream_id(),
+                            req.has_source_ip() ? framing::from_protocol(req.source_ip()) : asio::ip::address());
+    t->ready.set();
+    return true;
+}
+
+void control_channel::impl::adopt_unclaimed() {
+    if (unclaimed.empty())
+        return;
+    auto waiting = std::move(unclaimed);
+    unclaimed.clear();
+    for (auto& u : waiting) {
+        if (deliver(u.s, u.req))
+            continue;
+        if (creating == 0)
+            u.s.close();
+        else
+            unclaimed.push_back(std::move(u));
+    }
+}
+
+void control_channel::impl::add_tunnel(const std::shared_ptr<tunnel::impl>& t) {
+    tunnels[t->stored.id] = t;
+    adopt_unclaimed();
 }
 
 asio::awaitable<void> control_channel::impl::open_inbound_stream(std::shared_ptr<tunnel::impl> t,
@@ -307,8 +403,7 @@ asio::awaitable<void> control_channel::impl::recreate_tunnels() {
         // the loss yet (a half-open path): retry for a while before giving up.
         for (int attempt = 0;; ++attempt) {
             try {
-                t->stored = co_await open_tunnel(props);
-                tunnels[t->stored.id] = t;
+                co_await open_tunnel(t, props);
                 notify(channel_status::tunnel_restored, forwarding_address(t->stored));
                 break;
             } catch (const error_with_message& e) {
@@ -356,6 +451,12 @@ asio::awaitable<void> control_channel::impl::run() {
         if (conn)
             conn->close();
         conn.reset();
+        if (mux)
+            mux->close();  // multiplexed streams end with their connection
+        mux.reset();
+        for (auto& u : unclaimed)
+            u.s.close();
+        unclaimed.clear();
         for (auto& [id, p] : pending)
             p->done.set();
         pending.clear();
@@ -442,12 +543,10 @@ namespace detail {
 // arguments here, so no caller temporary has to outlive a suspension (GCC 12 destroys
 // temporaries of a co_await operand too early).
 inline asio::awaitable<tunnel> create_tunnel(std::shared_ptr<control_channel::impl> p, tunnel_properties properties) {
-    auto stored = co_await p->open_tunnel(properties);
     auto t = std::make_shared<tunnel::impl>(p->ex);
     t->channel = p;
-    t->requested = std::move(properties);
-    t->stored = std::move(stored);
-    p->tunnels[t->stored.id] = t;
+    t->requested = properties;
+    co_await p->open_tunnel(t, properties);
     co_return tunnel(t);
 }
 } // namespace detail
@@ -485,6 +584,7 @@ asio::awaitable<void> control_channel::async_wait() {
 
 std::string control_channel::client_id() const { return impl_->client_id; }
 bool control_channel::is_connected() const { return impl_->connected; }
+bool control_channel::is_multiplexed() const { return impl_->connected && impl_->mux.has_value(); }
 
 asio::awaitable<stream> tunnel::async_accept() {
     auto t = impl_;
