@@ -6,6 +6,7 @@
 #include <rstream/edge/token.hpp>
 #include <rstream/framing/frame_codec.hpp>
 #include <rstream/framing/messages.hpp>
+#include <rstream/framing/mux.hpp>
 
 #include <boost/asio/ip/address.hpp>
 
@@ -297,6 +298,33 @@ int main(int argc, char** argv) {
     write("engine_session", "empty_frame.bin", channel + std::string(4, '\0'));
     write("engine_session", "oversized_frame.bin", channel + std::string("\x00\x10\x00\x00", 4));
     write("engine_session", "malformed_payload.bin", channel + std::string("\x00\x00\x00\x03\xff\xff\xff", 7));
+    // mux/1: the channel offers it, the engine agrees, and every later byte is mux frames.
+    auto mux_channel = open_channel(admin);
+    mux_channel.mutable_open_control_channel_req()->mutable_client_details()->add_capabilities(
+        std::string(framing::mux::capability));
+    auto mux_frame = [](framing::mux::frame_type type, std::uint8_t flags, std::uint32_t stream, std::string body) {
+        std::string out;
+        framing::mux::encode_frame({type, flags, stream, std::move(body)}, out);
+        return out;
+    };
+    auto control = [&](const protocol::Message& m) {
+        return mux_frame(framing::mux::frame_type::control, 0, 0, payload(m));
+    };
+    using framing::mux::frame_type;
+    const std::string window_1000("\x00\x00\x03\xe8", 4);
+    protocol::ProxyConnReq opened;
+    opened.set_tunnel_id("web");
+    opened.set_stream_id("1");
+    const std::string open_payload = opened.SerializeAsString();
+    write("engine_session", "mux_session.bin",
+          frame(mux_channel) + control(msg("open_tunnel_req_private")) + control(heartbeat(1)) +
+              mux_frame(frame_type::ping, 0, 0, "12345678") + mux_frame(frame_type::window, 0, 0, window_1000) +
+              mux_frame(frame_type::open, 0, 1, open_payload) +
+              mux_frame(frame_type::data, 0, 1, "bytes of a refused stream") +
+              mux_frame(frame_type::reset, 0, 1, std::string(4, '\0') + "gone") + control(close_channel()));
+    write("engine_session", "mux_bad_frames.bin",
+          frame(mux_channel) + mux_frame(frame_type::data, 0, 2, "never opened") +
+              mux_frame(frame_type::window, 0, 0, std::string(3, '\x01')));
     std::printf("corpus written under %s\n", root.c_str());
     return 0;
 }

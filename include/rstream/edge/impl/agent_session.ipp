@@ -107,6 +107,11 @@ asio::awaitable<void> agent_session::run(protocol::OpenControlChannelReq req) {
         } catch (const std::exception& e) {
             reason = describe(e);
         }
+        // A multiplexed connection's own failure (a malformed frame, a window overrun) shows
+        // on its control channel as a reset: name it instead.
+        if (auto why = mux ? mux->ended() : boost::system::error_code{};
+            why && why != asio::error::eof && why != asio::error::operation_aborted)
+            reason = "mux/1: " + why.message();
     }
     conn.close();
     if (mux)
