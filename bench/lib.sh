@@ -169,9 +169,21 @@ rss_kib() {
     awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null
 }
 
+# fd_count PID: how many descriptors PID holds (empty when it is gone).
+fd_count() {
+    [[ -d /proc/$1/fd ]] || return 0
+    find "/proc/$1/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l
+}
+
+# Rows through an agent carry its stream mode: set ROW_MODE (mux or per-connection) for the
+# call that records them, as in `ROW_MODE=mux record ...`; unset or empty, the row has none.
+
 # record MEASURE PATH KIND LABEL JSON: a measured row.
 record() {
-    python3 "$BENCH_DIR/report.py" add "$RESULTS" --measure "$1" --path "$2" --kind "$3" --label "$4" --values "$5"
+    local extra=()
+    [[ -n ${ROW_MODE:-} ]] && extra=(--mode "$ROW_MODE")
+    python3 "$BENCH_DIR/report.py" add "$RESULTS" --measure "$1" --path "$2" --kind "$3" --label "$4" --values "$5" \
+        "${extra[@]}"
 }
 
 # record_status MEASURE PATH KIND LABEL STATUS REASON [JSON]: a row that was not (fully)
@@ -179,6 +191,7 @@ record() {
 record_status() {
     local extra=()
     [[ -n ${7:-} ]] && extra=(--values "$7")
+    [[ -n ${ROW_MODE:-} ]] && extra+=(--mode "$ROW_MODE")
     python3 "$BENCH_DIR/report.py" add "$RESULTS" --measure "$1" --path "$2" --kind "$3" --label "$4" \
         --status "$5" --reason "$6" "${extra[@]}"
 }

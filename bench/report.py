@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Results of bench/run: records rows, parses peer tools' output, renders the table and JSON.
 
-    report.py add RESULTS --measure P1 --path direct --label TEXT --kind KIND --values JSON
-    report.py add RESULTS --measure P6 --path mux --label TEXT --kind KIND --status "not available" --reason TEXT
+    report.py add RESULTS --measure P1 --path direct --label TEXT --kind KIND --values JSON [--mode MODE]
+    report.py add RESULTS --measure P6 --path tunnels_10000 --label TEXT --kind KIND --status "not available" --reason TEXT
     report.py parse-wrk FILE            -> {"req_s", "p50_ms", "p99_ms", "errors", ...}
     report.py parse-h2load FILE LOG     -> {"req_s", "p50_ms", "p99_ms", "errors", ...}
     report.py parse-iperf3 FILE         -> {"gbit_s", ...}
@@ -11,6 +11,10 @@
 
 RESULTS holds one JSON object a line (a row of a measure); META is one JSON object (mode,
 machine, versions, parameters). Targets are computed here, from the rows of the same run.
+
+A row through an agent has its stream mode in "mode" (mux or per-connection) and its path
+carries the mode's suffix (rstream_tcp_mux, rstream_tcp_conn_c8, engine_1000_mux); tables
+show the modes of a path next to each other.
 """
 
 import argparse
@@ -32,12 +36,44 @@ TITLES = {
 
 RSTREAM_BULK_PATHS = ["rstream_private", "rstream_tcp", "rstream_tls"]
 
+# The agents' stream modes (rstream forward --stream-mode), in table order, with the suffix
+# a row's path takes for each; the default mode decides PASS/MISS where one mode does.
+MODES = {"per-connection": "conn", "mux": "mux"}
+DEFAULT_MODE = "mux"
+
+
+def moded(path, mode, qualifier=""):
+    """The path of a row in MODE: rstream_tcp -> rstream_tcp_mux (then a qualifier such as _c8)."""
+    return f"{path}_{MODES[mode]}{qualifier}"
+
+
+def pair_key(row):
+    """A row's path without its mode suffix: the rows of one path in each mode share it."""
+    mode = row.get("mode")
+    if mode not in MODES:
+        return row["path"]
+    return re.sub(r"_" + MODES[mode] + r"(?=_|$)", "", row["path"], count=1)
+
+
+def side_by_side(rows):
+    """The rows in the order first seen, with those of one path in several modes next to each other."""
+    groups = {}
+    for r in rows:
+        groups.setdefault(pair_key(r), []).append(r)
+    order = list(MODES)
+    out = []
+    for group in groups.values():
+        out += sorted(group, key=lambda r: order.index(r["mode"]) if r.get("mode") in MODES else -1)
+    return out
+
 
 # ---------------------------------------------------------------- recording and parsing
 
 
 def cmd_add(a):
     row = {"measure": a.measure, "path": a.path, "label": a.label, "kind": a.kind}
+    if a.mode:
+        row["mode"] = a.mode
     if a.values is not None:
         row["values"] = json.loads(a.values)
     if a.status:
@@ -157,7 +193,7 @@ class Results:
         self.rows = rows
 
     def of(self, measure):
-        return [r for r in self.rows if r["measure"] == measure]
+        return side_by_side([r for r in self.rows if r["measure"] == measure])
 
     def get(self, measure, path, key):
         """A measured value, or None when the row is missing or was not measured."""
@@ -199,100 +235,134 @@ def verdict(checks):
     return "N/A"
 
 
+def default_mode_target(tid, text, fn):
+    """A target the default mode decides: fn(mode) gives (checks, details) for a mode; the other
+    modes' details follow as information."""
+    checks, details = fn(DEFAULT_MODE)
+    details = [f"{DEFAULT_MODE}: {d}" for d in details]
+    for mode in MODES:
+        if mode != DEFAULT_MODE:
+            details += [f"{mode} (information): {d}" for d in fn(mode)[1]]
+    return {"id": tid, "target": text, "result": verdict(checks), "mode": DEFAULT_MODE, "details": details}
+
+
 def compute_targets(res, meta):
     targets = []
 
     # P1: each rstream path >= 2x ssh -R and >= 0.6x socat double relay.
-    details, checks = [], []
-    ssh = res.get("P1", "ssh", "gbit_s")
-    socat = res.get("P1", "socat", "gbit_s")
-    for path in RSTREAM_BULK_PATHS:
-        v = res.get("P1", path, "gbit_s")
-        if v is None:
-            continue
-        r_ssh, r_socat = ratio(v, ssh), ratio(v, socat)
-        ok = None if r_ssh is None or r_socat is None else (r_ssh >= 2.0 and r_socat >= 0.6)
-        checks.append(ok)
-        details.append(f"{path.replace('rstream_', '')}: {fmt_ratio(r_ssh)} ssh -R, {fmt_ratio(r_socat)} socat")
-    if res.of("P1"):
-        targets.append({"id": "P1", "target": ">= 2x ssh -R and >= 0.6x socat double relay (each rstream path)",
-                        "result": verdict(checks), "details": details})
-
-    # P2: added latency (path - direct) <= 1.5x the socat relay's added latency, p50 and p99.
-    details, checks = [], []
-    for q in ("p50_us", "p99_us"):
-        direct = res.get("P2", "direct", q)
-        socat = res.get("P2", "socat", q)
-        socat_added = None if direct is None or socat is None else socat - direct
+    def p1(mode):
+        details, checks = [], []
+        ssh = res.get("P1", "ssh", "gbit_s")
+        socat = res.get("P1", "socat", "gbit_s")
         for path in RSTREAM_BULK_PATHS:
-            v = res.get("P2", path, q)
+            v = res.get("P1", moded(path, mode), "gbit_s")
             if v is None:
                 continue
-            added = None if direct is None else v - direct
-            ok = None
-            if added is not None and socat_added is not None:
-                ok = added <= 1.5 * max(socat_added, 0.0)
+            r_ssh, r_socat = ratio(v, ssh), ratio(v, socat)
+            ok = None if r_ssh is None or r_socat is None else (r_ssh >= 2.0 and r_socat >= 0.6)
             checks.append(ok)
-            details.append(f"{path.replace('rstream_', '')} {q[:3]}: {fmt_signed(added)} us vs socat "
-                           f"{fmt_signed(socat_added)} us")
+            details.append(f"{path.replace('rstream_', '')}: {fmt_ratio(r_ssh)} ssh -R, {fmt_ratio(r_socat)} socat")
+        return checks, details
+    if res.of("P1"):
+        targets.append(default_mode_target(
+            "P1", ">= 2x ssh -R and >= 0.6x socat double relay (each rstream path)", p1))
+
+    # P2: added latency (path - direct) <= 1.5x the socat relay's added latency, p50 and p99.
+    def p2(mode):
+        details, checks = [], []
+        for q in ("p50_us", "p99_us"):
+            direct = res.get("P2", "direct", q)
+            socat = res.get("P2", "socat", q)
+            socat_added = None if direct is None or socat is None else socat - direct
+            for path in RSTREAM_BULK_PATHS:
+                v = res.get("P2", moded(path, mode), q)
+                if v is None:
+                    continue
+                added = None if direct is None else v - direct
+                ok = None
+                if added is not None and socat_added is not None:
+                    ok = added <= 1.5 * max(socat_added, 0.0)
+                checks.append(ok)
+                details.append(f"{path.replace('rstream_', '')} {q[:3]}: {fmt_signed(added)} us vs socat "
+                               f"{fmt_signed(socat_added)} us")
+        return checks, details
     if res.of("P2"):
-        targets.append({"id": "P2", "target": "added latency <= 1.5x socat relay's added latency at p50 and p99",
-                        "result": verdict(checks), "details": details})
+        targets.append(default_mode_target(
+            "P2", "added latency <= 1.5x socat relay's added latency at p50 and p99", p2))
 
     # P3: published tcp >= 3x ssh -R connections per second, at each concurrency.
-    details, checks = [], []
-    for c in (8, 64):
-        v = res.get("P3", f"rstream_tcp_c{c}", "per_s")
-        ssh = res.get("P3", f"ssh_c{c}", "per_s")
-        if v is None and ssh is None:
-            continue
-        r = ratio(v, ssh)
-        checks.append(None if r is None else r >= 3.0)
-        details.append(f"{c} concurrent: {fmt(v, 0)}/s = {fmt_ratio(r)} ssh -R")
+    def p3(mode):
+        details, checks = [], []
+        for c in (8, 64):
+            v = res.get("P3", moded("rstream_tcp", mode, f"_c{c}"), "per_s")
+            ssh = res.get("P3", f"ssh_c{c}", "per_s")
+            if v is None and ssh is None:
+                continue
+            r = ratio(v, ssh)
+            checks.append(None if r is None else r >= 3.0)
+            details.append(f"{c} concurrent: {fmt(v, 0)}/s = {fmt_ratio(r)} ssh -R")
+        return checks, details
     if res.of("P3"):
-        targets.append({"id": "P3", "target": ">= 3x ssh -R new connections per second",
-                        "result": verdict(checks), "details": details})
+        targets.append(default_mode_target("P3", ">= 3x ssh -R new connections per second", p3))
 
     # P4: wrk through the http tunnel >= 1.2x ssh -R and >= 0.6x nginx (worker per core),
-    # with a p99 no worse than each of them.
-    details, checks = [], []
-    v, p99 = res.get("P4", "rstream_http_wrk", "req_s"), res.get("P4", "rstream_http_wrk", "p99_ms")
-    for other, factor, name in (("ssh_http_wrk", 1.2, "ssh -R"), ("nginx_percore_wrk", 0.6, "nginx per core")):
-        o, o99 = res.get("P4", other, "req_s"), res.get("P4", other, "p99_ms")
-        r = ratio(v, o)
-        ok = None
-        if r is not None and p99 is not None and o99 is not None:
-            ok = r >= factor and p99 <= o99
-        checks.append(ok)
-        details.append(f"{fmt_ratio(r)} {name} req/s (need {factor}x), p99 {fmt(p99, 2)} ms vs {fmt(o99, 2)} ms")
+    # with a p99 no worse than each of them. Measured in the default mode only.
+    def p4(mode):
+        details, checks = [], []
+        path = moded("rstream_http", mode, "_wrk")
+        v, p99 = res.get("P4", path, "req_s"), res.get("P4", path, "p99_ms")
+        if v is None and mode != DEFAULT_MODE:
+            return checks, details
+        for other, factor, name in (("ssh_http_wrk", 1.2, "ssh -R"), ("nginx_percore_wrk", 0.6, "nginx per core")):
+            o, o99 = res.get("P4", other, "req_s"), res.get("P4", other, "p99_ms")
+            r = ratio(v, o)
+            ok = None
+            if r is not None and p99 is not None and o99 is not None:
+                ok = r >= factor and p99 <= o99
+            checks.append(ok)
+            details.append(f"{fmt_ratio(r)} {name} req/s (need {factor}x), p99 {fmt(p99, 2)} ms vs {fmt(o99, 2)} ms")
+        return checks, details
     if res.of("P4"):
-        targets.append({"id": "P4", "target": ">= 1.2x HTTP through ssh -R and >= 0.6x nginx TLS proxy (worker per "
-                        "core) req/s, at equal or better p99 (wrk)", "result": verdict(checks), "details": details})
+        targets.append(default_mode_target(
+            "P4", ">= 1.2x HTTP through ssh -R and >= 0.6x nginx TLS proxy (worker per core) req/s, at equal or "
+            "better p99 (wrk)", p4))
 
-    # P5: engine <= 30 MiB at 1,000 streams; idle agent <= 8 MiB.
-    details, checks = [], []
-    eng = res.get("P5", "engine_1000", "vmrss_kib")
-    streams = res.get("P5", "engine_1000", "streams")
-    agent = res.get("P5", "agent_idle", "vmrss_kib")
+    # P5: engine <= 30 MiB at 1,000 streams and idle agent <= 8 MiB, in each mode.
     if res.of("P5"):
-        checks.append(None if eng is None else eng <= 30 * 1024)
-        measured = "" if streams is None or streams >= 1000 else f" (only {streams:,} could be opened)"
-        details.append(f"engine at 1,000 streams{measured}: {fmt(None if eng is None else eng / 1024)} MiB (<= 30)")
-        checks.append(None if agent is None else agent <= 8 * 1024)
-        details.append(f"idle agent: {fmt(None if agent is None else agent / 1024)} MiB (<= 8)")
-        targets.append({"id": "P5", "target": "engine <= 30 MiB VmRSS at 1,000 streams; idle agent <= 8 MiB",
-                        "result": verdict(checks), "details": details})
+        details, checks, modes = [], [], {}
+        for mode in MODES:
+            eng = res.get("P5", moded("engine_1000", mode), "vmrss_kib")
+            streams = res.get("P5", moded("engine_1000", mode), "streams")
+            agent = res.get("P5", moded("agent_idle", mode), "vmrss_kib")
+            mode_checks = [None if eng is None else eng <= 30 * 1024, None if agent is None else agent <= 8 * 1024]
+            checks += mode_checks
+            modes[mode] = verdict(mode_checks)
+            measured = "" if streams is None or streams >= 1000 else f" (only {streams:,} could be opened)"
+            details.append(f"{mode}: {modes[mode]}: engine at 1,000 streams{measured}: "
+                           f"{fmt(None if eng is None else eng / 1024)} MiB (<= 30); idle agent: "
+                           f"{fmt(None if agent is None else agent / 1024)} MiB (<= 8)")
+        targets.append({"id": "P5", "target": "engine <= 30 MiB VmRSS at 1,000 streams through a published TCP tunnel, "
+                        "in both stream modes; idle agent <= 8 MiB", "result": verdict(checks), "modes": modes,
+                        "details": details})
 
-    # P6: no error in what could be measured (the measure itself is partial).
+    # P6: no error in what could be measured (the agents, the idle streams in mux mode); the
+    # measure itself is partial.
     rows = res.of("P6")
     if rows:
-        errors = res.get("P6", "agents", "errors")
-        partial = [r for r in rows if r.get("status") in ("partial", "not available")]
-        result = "N/A" if errors is None else ("PASS" if errors == 0 else "MISS")
-        details = [f"errors: {fmt(errors, 0)}"] + [f"{r['label']}: {r['status']} ({r.get('reason', '')})"
-                                                    for r in partial]
-        targets.append({"id": "P6", "target": "no error", "result": result + (" (partial)" if partial else ""),
-                        "details": details})
+        checks, details = [], []
+        for r in rows:
+            v = r.get("values") or {}
+            if isinstance(v.get("errors"), (int, float)):
+                checks.append(v["errors"] == 0)
+                details.append(f"{r['label']}: {fmt(v['errors'], 0)} errors")
+            elif r.get("status") == "error":
+                checks.append(False)
+        partial = [r for r in rows if r.get("status")]
+        details += [f"{r['label']}: {r['status']} ({r.get('reason', '')})" for r in partial]
+        result = verdict(checks)
+        if any(r.get("status") in ("partial", "not available") for r in rows):
+            result += " (partial)"
+        targets.append({"id": "P6", "target": "no error", "result": result, "details": details})
     return targets
 
 
@@ -321,6 +391,21 @@ def note_of(r, notes):
         notes.append(f"{r['label']}: {r['status']}: {r.get('reason', '')}")
 
 
+def descriptor_note(r, notes):
+    """A row of held streams whose agent's descriptors per stream do not fit its mode (1 per
+    stream in mux mode, its connection to the target; 2 per-connection): the mode that was
+    asked for may not be the one in effect (an engine with streams.mux off answers mux with
+    per-connection streams)."""
+    v = r.get("values") or {}
+    streams, fds, mode = v.get("streams"), v.get("agent_fds"), r.get("mode")
+    if not streams or not isinstance(fds, int) or mode not in MODES:
+        return
+    expected = 1 if mode == "mux" else 2
+    if abs(fds / streams - expected) > 0.5:
+        notes.append(f"{r['label']}: the agent held {fds:,} descriptors for {streams:,} streams, "
+                     f"{fds / streams:.1f} per stream where {mode} mode takes {expected}")
+
+
 def add_notes(lines, notes):
     for n in notes:
         lines.append(f"  note: {n}")
@@ -334,6 +419,10 @@ def render_text(res, meta, targets):
              f"at start, {m.get('load_end', '?')} at end; commit {meta.get('commit', '?')}"]
     if meta.get("mode") == "quick":
         lines.append("  quick run: short durations and counts; figures are indicative only")
+    if p.get("stream_modes"):
+        lines.append(f"  agents' stream modes: {p['stream_modes'].replace(',', ', ')} (rows of each, next to each "
+                     f"other); default {p.get('default_stream_mode', DEFAULT_MODE)}, which decides PASS/MISS "
+                     f"except for P5")
 
     rows = res.of("P1")
     if rows:
@@ -408,28 +497,42 @@ def render_text(res, meta, targets):
         body, notes = [], []
         for r in rows:
             if "values" not in r:
-                body.append(status_cells(r, 3, notes))
+                body.append(status_cells(r, 5, notes))
                 continue
             v = r["values"]
             note_of(r, notes)
+            descriptor_note(r, notes)
             agent = v.get("agent_vmrss_kib")
-            body.append([r["label"], fmt(v["vmrss_kib"] / 1024.0), "" if agent is None else fmt(agent / 1024.0)])
-        table(lines, ["what", "MiB", "agent MiB"], body)
+            ef, af = v.get("engine_fds"), v.get("agent_fds")
+            body.append([r["label"], fmt(v["vmrss_kib"] / 1024.0), "" if agent is None else fmt(agent / 1024.0),
+                         "" if ef is None else fmt(ef, 0), "" if af is None else fmt(af, 0)])
+        table(lines, ["what", "MiB", "agent MiB", "engine fds", "agent fds"], body)
         add_notes(lines, notes)
 
     rows = res.of("P6")
     if rows:
         lines += ["", TITLES["P6"]]
+        notes = []
         for r in rows:
             v = r.get("values")
-            if v:
+            if v and "agents" in v:
                 lines.append(f"  {r['label']}: {v.get('online', 0)}/{v.get('agents', 0)} online in "
                              f"{fmt(v.get('seconds_to_online'), 1)} s, {v.get('dials_ok', 0)}/{v.get('dials', 0)} "
                              f"dials ok, {v.get('errors', 0)} errors; engine "
                              f"{fmt(v.get('engine_vmrss_kib', 0) / 1024.0)} MiB, agents "
                              f"{fmt(v.get('agents_vmrss_kib', 0) / 1024.0)} MiB in all")
+            elif v:
+                descriptor_note(r, notes)
+                lines.append(f"  {r['label']}: {fmt(v.get('streams'), 0)}/{fmt(v.get('attempted'), 0)} up in "
+                             f"{fmt(v.get('seconds_to_ready'), 1)} s, {fmt(v.get('failed'), 0)} failed, "
+                             f"{fmt(v.get('dropped'), 0)} dropped while idle, {fmt(v.get('errors'), 0)} errors; "
+                             f"engine {fmt(v.get('engine_vmrss_kib', 0) / 1024.0)} MiB "
+                             f"({fmt(v.get('engine_fds'), 0)} descriptors), agent "
+                             f"{fmt(v.get('agent_vmrss_kib', 0) / 1024.0)} MiB "
+                             f"({fmt(v.get('agent_fds'), 0)} descriptors)")
             if r.get("status"):
                 lines.append(f"  {r['label']}: {r['status']}: {r.get('reason', '')}")
+        add_notes(lines, notes)
 
     if targets:
         lines += ["", "Targets (computed from this run)"]
@@ -474,6 +577,7 @@ def main():
     s.add_argument("--values")
     s.add_argument("--status")
     s.add_argument("--reason")
+    s.add_argument("--mode", choices=list(MODES))
     s.set_defaults(fn=cmd_add)
     s = sub.add_parser("parse-wrk")
     s.add_argument("file")

@@ -69,6 +69,9 @@ struct client_options {
     /// TCP and TLS handshake per stream; they end with it). Otherwise, or with false, each
     /// stream is a TLS connection of its own (rstrm/1 as is).
     bool multiplex = true;
+    /// With mux/1: streams the engine may hold open on the connection at once; more are reset
+    /// (CAPACITY_EXHAUSTED). Each costs a connection to the target as well.
+    std::size_t max_streams = 262144;
     /// Inbound streams accepted from the engine but not yet taken by async_accept, per tunnel;
     /// past it the engine is told CAPACITY_EXHAUSTED.
     std::size_t accept_backlog = 128;

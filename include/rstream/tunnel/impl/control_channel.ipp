@@ -120,7 +120,9 @@ asio::awaitable<void> control_channel::impl::connect_once() {
     mux.reset();
     if (multiplexed) {
         // From here on both directions speak mux/1 frames (docs/protocol.md, extensions).
-        mux.emplace(make_abrupt_byte_stream(std::move(stream)), framing::mux::role::agent);
+        framing::mux::connection_options mux_options;
+        mux_options.mux.max_streams = opts.max_streams;
+        mux.emplace(make_abrupt_byte_stream(std::move(stream)), framing::mux::role::agent, mux_options);
         std::weak_ptr<impl> weak = shared_from_this();
         mux->start([weak](byte_stream s, std::string payload) {
             if (auto self = weak.lock())
