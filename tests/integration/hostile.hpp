@@ -212,7 +212,9 @@ asio::awaitable<void> send_bytes(Stream& s, std::string bytes) {
     co_await asio::async_write(s, asio::buffer(bytes), asio::use_awaitable);
 }
 
-inline asio::awaitable<protocol::Message> read_message(transport::tls_stream& s) {
+/// The next rstrm/1 message on `s` (a TLS connection, an in-memory one, a mux control channel).
+template <class Stream>
+asio::awaitable<protocol::Message> read_message(Stream& s) {
     protocol::Message m;
     co_await framing::async_read_message(s, m);
     co_return m;

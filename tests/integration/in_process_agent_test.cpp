@@ -19,12 +19,6 @@ edge::upstream_stream connect_in_process(edge::engine& engine, asio::io_context&
     return std::move(mine);
 }
 
-asio::awaitable<protocol::Message> next_message(edge::upstream_stream& s) {
-    protocol::Message m;
-    co_await framing::async_read_message(s, m);
-    co_return m;
-}
-
 /// Writes `word`, half-closes, reads until the end: what came back.
 template <class Stream>
 asio::awaitable<std::string> round_trip(Stream& s, std::string word) {
@@ -49,10 +43,10 @@ TEST_CASE("in-process: an agent handed over in memory owns a tunnel that a TLS d
 
         auto ctrl = connect_in_process(engine, ioc);
         co_await send_bytes(ctrl, frame_of(open_control_channel_req(files.admin_token)));
-        auto opened = co_await next_message(ctrl);
+        auto opened = co_await read_message(ctrl);
         REQUIRE(opened.open_control_channel_rsp().has_ok());
         co_await send_bytes(ctrl, frame_of(open_tunnel_req("1", "in-memory")));
-        auto created = co_await next_message(ctrl);
+        auto created = co_await read_message(ctrl);
         REQUIRE(created.open_tunnel_rsp().has_tunnel_properties());
         CHECK(engine.channel_count() == 1);
         CHECK(engine.tunnel_count() == 1);
@@ -60,7 +54,7 @@ TEST_CASE("in-process: an agent handed over in memory owns a tunnel that a TLS d
         // A real dialer over TLS: the engine asks the in-process agent for a stream.
         dial_outcome dial;
         asio::co_spawn(ioc, dial_and_exchange(files, port, "in-memory", "through memory and TLS", dial), asio::detached);
-        auto ask = co_await next_message(ctrl);
+        auto ask = co_await read_message(ctrl);
         REQUIRE(ask.has_proxy_conn_req());
         CHECK(ask.proxy_conn_req().tunnel_id() == created.open_tunnel_rsp().tunnel_properties().id().value());
 
@@ -72,7 +66,7 @@ TEST_CASE("in-process: an agent handed over in memory owns a tunnel that a TLS d
         req.mutable_proxy_req()->set_stream_id(ask.proxy_conn_req().stream_id());
         req.mutable_proxy_req()->mutable_zero_rtt()->set_value(false);
         co_await send_bytes(stream, frame_of(req));
-        auto accepted = co_await next_message(stream);
+        auto accepted = co_await read_message(stream);
         REQUIRE(accepted.has_proxy_rsp());
         CHECK_FALSE(accepted.proxy_rsp().has_error());
         protocol::Message done;
@@ -98,7 +92,7 @@ TEST_CASE("in-process: an agent handed over in memory owns a tunnel that a TLS d
         bye.mutable_close_control_channel_req();
         co_await send_bytes(ctrl, frame_of(bye));
         for (;;) {
-            auto m = co_await next_message(ctrl);
+            auto m = co_await read_message(ctrl);
             if (m.has_close_control_channel_rsp())
                 break;
         }
@@ -126,7 +120,7 @@ TEST_CASE("in-process: a dial handed over in memory reaches a tunnel of a TLS ag
             req.mutable_stream_req()->set_tunnel_id_name("echo");
             req.mutable_stream_req()->mutable_zero_rtt()->set_value(false);
             co_await send_bytes(s, frame_of(req));
-            auto rsp = co_await next_message(s);
+            auto rsp = co_await read_message(s);
             REQUIRE(rsp.has_stream_rsp());
             CHECK_FALSE(rsp.stream_rsp().has_error());
             auto echoed = co_await round_trip(s, "dialed in memory");
@@ -141,7 +135,7 @@ TEST_CASE("in-process: a dial handed over in memory reaches a tunnel of a TLS ag
             req.mutable_stream_req()->set_tunnel_id_name("echo");
             req.mutable_stream_req()->mutable_zero_rtt()->set_value(false);
             co_await send_bytes(s, frame_of(req));
-            auto rsp = co_await next_message(s);
+            auto rsp = co_await read_message(s);
             REQUIRE(rsp.has_stream_rsp());
             CHECK(rsp.stream_rsp().error().code() == protocol::UNAUTHORIZED);
             bool closed = co_await closed_by_peer(s, 30s);

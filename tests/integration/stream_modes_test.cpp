@@ -50,12 +50,6 @@ asio::awaitable<void> dial_exchange(const engine_files& files, std::uint16_t por
     ++done;
 }
 
-asio::awaitable<protocol::Message> next_message(edge::upstream_stream& s) {
-    protocol::Message m;
-    co_await framing::async_read_message(s, m);
-    co_return m;
-}
-
 /// Reads nothing until `release` is set, then everything into `bytes`; half-closes back.
 asio::awaitable<void> read_when_released(stream s, std::shared_ptr<rstream::event> release,
                                          std::shared_ptr<std::string> bytes) {
@@ -230,7 +224,7 @@ TEST_CASE("mux/1 on the wire: announced only when offered; the engine opens stre
             auto [mine, theirs] = make_memory_stream_pair(ioc.get_executor());
             engine.serve_agent_stream(std::move(theirs), asio::ip::make_address("127.0.0.9"));
             co_await send_bytes(mine, frame_of(open_control_channel_req(files.admin_token)));
-            auto opened = co_await next_message(mine);
+            auto opened = co_await read_message(mine);
             REQUIRE(opened.open_control_channel_rsp().has_ok());
             CHECK(opened.open_control_channel_rsp().ok().server_details().capabilities_size() == 0);
             mine.close();
@@ -243,7 +237,7 @@ TEST_CASE("mux/1 on the wire: announced only when offered; the engine opens stre
         hello.mutable_open_control_channel_req()->mutable_client_details()->add_capabilities(
             std::string(framing::mux::capability));
         co_await send_bytes(mine, frame_of(hello));
-        auto opened = co_await next_message(mine);
+        auto opened = co_await read_message(mine);
         REQUIRE(opened.open_control_channel_rsp().has_ok());
         const auto& caps = opened.open_control_channel_rsp().ok().server_details().capabilities();
         CHECK(offers(caps, framing::mux::capability));
@@ -255,7 +249,7 @@ TEST_CASE("mux/1 on the wire: announced only when offered; the engine opens stre
         conn.start([opens](byte_stream s, std::string payload) { opens->emplace_back(std::move(s), std::move(payload)); });
         auto ctrl = conn.control();
         co_await send_bytes(ctrl, frame_of(open_tunnel_req("1", "wire")));
-        auto created = co_await next_message(ctrl);
+        auto created = co_await read_message(ctrl);
         REQUIRE(created.open_tunnel_rsp().has_tunnel_properties());
         const std::string tunnel_id = created.open_tunnel_rsp().tunnel_properties().id().value();
 
@@ -290,7 +284,7 @@ TEST_CASE("mux/1 on the wire: announced only when offered; the engine opens stre
         auto [rec, rn] = co_await mine_stream.async_read_some(asio::buffer(&c, 1), use_tuple);
         CHECK(rec == asio::error::connection_reset);
         co_await send_bytes(ctrl, frame_of(heartbeat(1)));
-        auto ack = co_await next_message(ctrl);
+        auto ack = co_await read_message(ctrl);
         CHECK(ack.has_heartbeat());
 
         // Closing the connection ends the channel.
