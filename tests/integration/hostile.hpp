@@ -212,6 +212,19 @@ asio::awaitable<void> send_bytes(Stream& s, std::string bytes) {
     co_await asio::async_write(s, asio::buffer(bytes), asio::use_awaitable);
 }
 
+/// Serves one echo by hand: reads `s` until the peer's half-close, writes it all back and
+/// half-closes; returns what was heard (a read that ends otherwise fails the test).
+template <class Stream>
+asio::awaitable<std::string> echo_to_end(Stream& s) {
+    std::string heard;
+    boost::system::error_code ec;
+    co_await asio::async_read(s, asio::dynamic_buffer(heard), asio::redirect_error(asio::use_awaitable, ec));
+    CHECK(ec == asio::error::eof);
+    co_await send_bytes(s, heard);
+    co_await s.async_shutdown_send();
+    co_return heard;
+}
+
 /// The next rstrm/1 message on `s` (a TLS connection, an in-memory one, a mux control channel).
 template <class Stream>
 asio::awaitable<protocol::Message> read_message(Stream& s) {

@@ -74,13 +74,8 @@ TEST_CASE("in-process: an agent handed over in memory owns a tunnel that a TLS d
         co_await send_bytes(ctrl, frame_of(done));
 
         // Echo what the dialer sends; its half-close arrives as the end of data.
-        std::string heard;
-        boost::system::error_code ec;
-        co_await asio::async_read(stream, asio::dynamic_buffer(heard), asio::redirect_error(asio::use_awaitable, ec));
-        CHECK(ec == asio::error::eof);
+        auto heard = co_await echo_to_end(stream);
         CHECK(heard == "through memory and TLS");
-        co_await send_bytes(stream, heard);
-        co_await stream.async_shutdown_send();
         bool finished = co_await eventually([&] { return dial.done; });
         REQUIRE(finished);
         CHECK(dial.error == "");

@@ -265,13 +265,8 @@ TEST_CASE("mux/1 on the wire: announced only when offered; the engine opens stre
         CHECK(framing::from_protocol(req.source_ip()) == asio::ip::make_address("127.0.0.1"));
         auto s = std::move(opens->front().first);
         opens->pop_front();
-        std::string got;
-        boost::system::error_code ec;
-        co_await asio::async_read(s, asio::dynamic_buffer(got), asio::redirect_error(asio::use_awaitable, ec));
-        CHECK(ec == asio::error::eof);
+        auto got = co_await echo_to_end(s);
         CHECK(got == "over mux/1");
-        co_await send_bytes(s, got);
-        co_await s.async_shutdown_send();
         bool dialed = co_await eventually([&] { return dial.done; });
         REQUIRE(dialed);
         CHECK(dial.error.empty());
