@@ -196,6 +196,26 @@ record_status() {
         --status "$5" --reason "$6" "${extra[@]}"
 }
 
+# cpu_busy_ticks: CPU time the whole machine spent busy so far (every core, user and system,
+# /proc/stat, in clock ticks). Its difference over a bulk run, per byte moved, is what the
+# path costs in CPU, client and server included: on a machine with few cores that is what
+# bounds throughput, and it moves much less between runs than the throughput itself.
+cpu_busy_ticks() {
+    awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat
+}
+
+# with_cpu_cost JSON BEFORE AFTER: the bulk result JSON with "cpu_s_per_gb" added (busy CPU
+# seconds of the whole machine per 10^9 bytes delivered).
+with_cpu_cost() {
+    python3 -c '
+import json, os, sys
+r = json.loads(sys.argv[1])
+ticks = int(sys.argv[3]) - int(sys.argv[2])
+if r.get("bytes"):
+    r["cpu_s_per_gb"] = round(ticks / os.sysconf("SC_CLK_TCK") / (r["bytes"] / 1e9), 3)
+print(json.dumps(r))' "$1" "$2" "$3"
+}
+
 # json_get JSON KEY: a top-level field of a JSON object.
 json_get() {
     python3 -c 'import json, sys; v = json.loads(sys.argv[1]).get(sys.argv[2]); print("" if v is None else v)' "$1" "$2"

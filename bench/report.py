@@ -436,8 +436,8 @@ def render_text(res, meta, targets):
             v = r["values"].get("gbit_s")
             ours = r["kind"] == "rstream"
             body.append([r["label"], fmt(v, 2), fmt_ratio(ratio(v, ssh)) if ours else "",
-                         fmt_ratio(ratio(v, socat)) if ours else ""])
-        table(lines, ["path", "Gbit/s", "vs ssh -R", "vs socat"], body)
+                         fmt_ratio(ratio(v, socat)) if ours else "", fmt(r["values"].get("cpu_s_per_gb"), 2)])
+        table(lines, ["path", "Gbit/s", "vs ssh -R", "vs socat", "CPU s/GB"], body)
         add_notes(lines, notes)
 
     rows = res.of("P2")

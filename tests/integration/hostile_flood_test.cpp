@@ -134,6 +134,8 @@ struct header_flood {
     const char* what;
     std::string request;
     const char* says;  // in the 431 page
+    const char* or_says = nullptr;  // when the request breaks two limits: which one is seen
+                                    // first depends on how much of it one read brings
 };
 
 std::vector<header_flood> header_floods() {
@@ -145,7 +147,7 @@ std::vector<header_flood> header_floods() {
     return {
         {"150 header fields (limit 100)", request_with("/many", many), "more than 100 header fields"},
         {"one 64 KiB field", request_with("/huge", "X-Big: " + std::string(65536, 'a') + "\r\n"), "16384 bytes"},
-        {"10,000 tiny fields (50 KB)", request_with("/tiny", tiny), "16384 bytes"},
+        {"10,000 tiny fields (50 KB)", request_with("/tiny", tiny), "16384 bytes", "more than 100 header fields"},
         {"a 20 KiB request target", request_with("/" + std::string(20480, 't'), ""), "16384 bytes"},
         {"1 MiB of one field, never ending", "GET /endless HTTP/1.1\r\nHost: web.t.localhost\r\nX-Endless: " +
                                                  std::string(1 << 20, 'e'),
@@ -172,7 +174,7 @@ TEST_CASE("hostile: header floods on a published http tunnel get 431, nothing re
             INFO(f.what);
             auto got = co_await raw_https(files, port, "web.t.localhost", f.request);
             CHECK(status_line(got) == "HTTP/1.1 431 Request Header Fields Too Large");
-            CHECK(got.find(f.says) != std::string::npos);
+            CHECK((got.find(f.says) != std::string::npos || (f.or_says && got.find(f.or_says) != std::string::npos)));
             CHECK(*requests == 0);
             auto a = co_await https_get(files, port, "web.t.localhost", "/still");
             CHECK(a.status == 200);

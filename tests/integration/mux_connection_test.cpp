@@ -63,6 +63,41 @@ asio::awaitable<std::string> read_to_end(byte_stream& s, boost::system::error_co
 }
 
 
+/// A transport that takes at most 1 KiB per write, so the connection's writer spends many
+/// turns on each batch of frames while the writers of its streams go on queueing.
+class small_writes final : public byte_stream::impl {
+public:
+    explicit small_writes(byte_stream inner) : inner_(std::move(inner)) {}
+
+    byte_stream::executor_type get_executor() noexcept override { return inner_.get_executor(); }
+    void read_some(asio::mutable_buffer buffer, byte_stream::io_handler handler) override {
+        inner_.async_read_some(buffer, std::move(handler));
+    }
+    void write_some(const_buffers buffers, byte_stream::io_handler handler) override {
+        const_buffers first;
+        if (buffers.count > 0) {
+            first.items[0] = asio::buffer(buffers.items[0], 1024);
+            first.count = 1;
+        }
+        inner_.async_write_some(first, std::move(handler));
+    }
+    void shutdown_send(byte_stream::done_handler handler) override {
+        asio::co_spawn(inner_.get_executor(), inner_.async_shutdown_send(),
+                       [h = std::move(handler)](std::exception_ptr) mutable { std::move(h)(boost::system::error_code{}); });
+    }
+    void wait_readable(byte_stream::done_handler handler) override {
+        asio::co_spawn(inner_.get_executor(), inner_.async_wait_readable(),
+                       [h = std::move(handler)](std::exception_ptr, boost::system::error_code ec) mutable {
+                           std::move(h)(ec);
+                       });
+    }
+    void close() noexcept override { inner_.close(); }
+    void close_gracefully() noexcept override { inner_.close_gracefully(); }
+
+private:
+    byte_stream inner_;
+};
+
 } // namespace
 
 TEST_CASE("mux connection: control messages, streams from both sides, half-close each way") {
@@ -148,6 +183,45 @@ TEST_CASE("mux connection: bulk on several streams at once arrives byte-exact, b
         }
         bool all_sent = co_await eventually([&] { return sent == n; });
         CHECK(all_sent);
+        c.agent.close();
+    });
+}
+
+TEST_CASE("mux connection: one large write on one stream, nothing sent back but credit") {
+    // The writer fills its stream's send buffer many times over and waits for room each
+    // time; the peer only reads, and its WINDOW frames are all that comes back. Windows of
+    // 1 MiB give credit back only once 512 KiB were read, so the frames that free the
+    // writer's room are often the last ones before the reader sends anything: room must be
+    // reported as frames go out, not when the peer next sends something.
+    const std::size_t send_buffer = GENERATE(std::size_t(4096), std::size_t(256 * 1024));
+    mux::connection_options options;
+    options.mux.stream_send_buffer = send_buffer;
+    options.mux.stream_window = 1024 * 1024;
+    const bool slow_transport = GENERATE(false, true);
+    run_scenario([&](asio::io_context& ioc) -> asio::awaitable<void> {
+        auto transports = make_memory_stream_pair(ioc.get_executor());
+        if (slow_transport)  // the agent's writes, the sending side's
+            transports.second = byte_stream(std::make_unique<small_writes>(std::move(transports.second)));
+        pair_of_connections c(std::move(transports), options);
+        const std::size_t size = (slow_transport ? 2 : 8) * 1024 * 1024;
+        auto sender = c.agent.open("bulk");
+        auto [receiver, payload] = co_await next_stream(c.engine_accepted);
+        CHECK(payload == "bulk");
+        auto ex = co_await asio::this_coro::executor;
+        bool sent = false;
+        const auto data = pattern(size, 9);
+        asio::co_spawn(ex, [&]() -> asio::awaitable<void> {
+            co_await asio::async_write(sender, asio::buffer(data), transfer_whole, asio::use_awaitable);
+            co_await sender.async_shutdown_send();
+            sent = true;
+        }, asio::detached);
+        boost::system::error_code ec;
+        auto got = co_await read_to_end(receiver, ec);
+        CHECK(ec == asio::error::eof);
+        CHECK(got.size() == size);
+        CHECK(got == data);
+        bool done = co_await eventually([&] { return sent; });
+        CHECK(done);
         c.agent.close();
     });
 }

@@ -211,6 +211,71 @@ TEST_CASE("mux: streams with data take turns, one bounded DATA frame each") {
     CHECK((ia.data[b] == payload));
 }
 
+/// The payload sizes of the DATA frames in `frames`.
+std::vector<std::size_t> data_frame_sizes(const std::string& frames) {
+    std::vector<std::size_t> sizes;
+    std::size_t at = 0;
+    while (at + frame_header_size <= frames.size()) {
+        const auto* p = reinterpret_cast<const std::uint8_t*>(frames.data()) + at;
+        const std::size_t length = (std::size_t(p[0]) << 24) | (std::size_t(p[1]) << 16) | (std::size_t(p[2]) << 8) | p[3];
+        if (static_cast<frame_type>(p[4]) == frame_type::data)
+            sizes.push_back(length - frame_fixed_size);
+        at += 4 + length;
+    }
+    REQUIRE(at == frames.size());
+    return sizes;
+}
+
+TEST_CASE("mux: a stream sending alone uses the largest frames; with company, bounded ones") {
+    session engine(role::engine), agent(role::agent);
+    inbox ie, ia;
+    const auto a = engine.open("a");
+    const auto b = engine.open("b");
+    pump(engine, ie, agent, ia);
+    const auto payload = pattern(200000, 8);  // within the stream window and the send buffer
+
+    REQUIRE(engine.send_data(a, bytes_of(payload)) == payload.size());
+    std::string frames;
+    engine.produce(frames, 1 << 20);
+    const auto alone = data_frame_sizes(frames);
+    REQUIRE(alone.size() == 4);  // 200,000 bytes in frames of at most 65,535
+    CHECK(alone[0] == max_frame_payload);
+    REQUIRE_FALSE(agent.receive(bytes_of(frames)));
+    ia.take(agent, true);
+    CHECK((ia.data[a] == payload));
+
+    REQUIRE(engine.send_data(a, bytes_of(payload)) == payload.size());
+    REQUIRE(engine.send_data(b, bytes_of(payload)) == payload.size());
+    frames.clear();
+    engine.produce(frames, 64 * 1024);
+    for (std::size_t n : data_frame_sizes(frames))
+        CHECK(n <= settings{}.max_data_payload);  // two streams take turns in small frames
+    REQUIRE_FALSE(agent.receive(bytes_of(frames)));
+    pump(engine, ie, agent, ia);
+    CHECK(ia.data[a].size() == 2 * payload.size());
+    CHECK((ia.data[b] == payload));
+}
+
+TEST_CASE("mux: frames arriving whole in one read and a partial one after them are all delivered") {
+    session engine(role::engine), agent(role::agent);
+    inbox ie, ia;
+    const auto id = engine.open("t");
+    pump(engine, ie, agent, ia);
+    const auto payload = pattern(150000, 10);
+    REQUIRE(engine.send_data(id, bytes_of(payload)) == payload.size());
+    std::string frames;
+    engine.produce(frames, 1 << 20);
+    // Two whole frames and part of the third in one read, the rest in the next.
+    const std::size_t cut = 2 * (frame_header_size + max_frame_payload) + 7;
+    REQUIRE(frames.size() > cut);
+    REQUIRE_FALSE(agent.receive(bytes_of(frames.substr(0, cut))));
+    ia.take(agent, true);
+    CHECK(ia.data[id].size() == 2 * max_frame_payload);
+    REQUIRE_FALSE(agent.receive(bytes_of(frames.substr(cut))));
+    ia.take(agent, true);
+    CHECK((ia.data[id] == payload));
+}
+
 TEST_CASE("mux: a full send buffer refuses bytes, then reports the stream writable") {
     settings s;
     s.stream_send_buffer = 4096;

@@ -68,6 +68,12 @@ public:
         virtual void wait_readable(done_handler handler) {
             asio::post(get_executor(), [h = std::move(handler)]() mutable { std::move(h)(boost::system::error_code{}); });
         }
+        /// Reads what is there without waiting; 0 with would_block when a read would have
+        /// to wait (always, where the stream cannot tell). Otherwise as read_some.
+        virtual std::size_t try_read_some(asio::mutable_buffer, boost::system::error_code& ec) {
+            ec = asio::error::would_block;
+            return 0;
+        }
         /// Ends the stream at once; outstanding operations complete with an error.
         virtual void close() noexcept = 0;
         /// Ends the stream at once as an orderly end where the stream can tell the peer so
@@ -124,6 +130,11 @@ public:
             [](auto handler, impl* p) { p->wait_readable(done_handler(std::move(handler))); },
             asio::as_tuple(asio::use_awaitable), impl_.get());
         co_return ec;
+    }
+
+    /// See impl::try_read_some.
+    std::size_t try_read_some(asio::mutable_buffer buffer, boost::system::error_code& ec) {
+        return impl_->try_read_some(buffer, ec);
     }
 
     void close() noexcept {
@@ -193,6 +204,9 @@ public:
         } else {
             byte_stream::impl::wait_readable(std::move(handler));
         }
+    }
+    std::size_t try_read_some(asio::mutable_buffer buffer, boost::system::error_code& ec) override {
+        return rstream::detail::try_read(stream_, buffer, ec);
     }
     void close() noexcept override {
         boost::system::error_code ignored;

@@ -1,6 +1,8 @@
 // Splicing two byte streams, with half-close carried across (docs/protocol.md, inbound stream).
 #pragma once
 
+#include <rstream/core/transfer.hpp>
+
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/buffer.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -15,9 +17,14 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 
+#include <sys/socket.h>
+
+#include <cerrno>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
+#include <type_traits>
 #include <vector>
 
 namespace rstream {
@@ -81,7 +88,7 @@ void abort_stream(Stream& s) {
 
 /// Relay buffers of the default size, reused per thread: a relay takes one when its source
 /// has bytes and gives it back once they are written, so an idle stream holds none.
-inline constexpr std::size_t pooled_relay_buffer = 64 * 1024;
+inline constexpr std::size_t pooled_relay_buffer = 256 * 1024;
 
 class relay_buffer {
 public:
@@ -106,7 +113,7 @@ public:
     std::size_t size() const noexcept { return size_; }
 
 private:
-    static constexpr std::size_t max_pooled = 32;  // 2 MiB per thread at most
+    static constexpr std::size_t max_pooled = 8;  // 2 MiB per thread at most
     static std::vector<std::unique_ptr<std::uint8_t[]>>& pool() {
         thread_local std::vector<std::unique_ptr<std::uint8_t[]>> free;
         return free;
@@ -130,6 +137,41 @@ asio::awaitable<boost::system::error_code> wait_readable(Stream& s) {
     }
 }
 
+/// Reads what `s` has without waiting, where the stream can tell (a TCP socket, a TLS
+/// stream, a byte_stream); 0 with would_block otherwise, or when a read would wait.
+template <class Stream>
+std::size_t try_read(Stream& s, asio::mutable_buffer buffer, boost::system::error_code& ec) {
+    if constexpr (requires { s.try_read_some(buffer, ec); }) {
+        return s.try_read_some(buffer, ec);
+    } else if constexpr (std::is_same_v<Stream, asio::ip::tcp::socket>) {
+        ec = {};
+        if (!s.is_open()) {
+            ec = asio::error::bad_descriptor;
+            return 0;
+        }
+        for (;;) {
+            ssize_t n = ::recv(s.native_handle(), buffer.data(), buffer.size(), MSG_DONTWAIT);
+            if (n > 0)
+                return static_cast<std::size_t>(n);
+            if (n == 0) {
+                if (buffer.size() > 0)
+                    ec = asio::error::eof;
+                return 0;
+            }
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                ec = asio::error::would_block;
+            else
+                ec = boost::system::error_code(errno, asio::error::get_system_category());
+            return 0;
+        }
+    } else {
+        ec = asio::error::would_block;
+        return 0;
+    }
+}
+
 /// One direction: read until end of data, write everything, then half-close the writer.
 /// On an error both streams are closed, which ends the other direction too.
 /// Sees the bytes of one direction as they pass (never changes them).
@@ -138,20 +180,39 @@ using relay_tap = std::function<void(const void*, std::size_t)>;
 template <class From, class To>
 asio::awaitable<void> pump(From& from, To& to, std::uint64_t& moved, bool& clean, std::size_t buffer_size,
                            relay_tap tap = {}) {
+    // While a transfer is in full flow (the last read filled most of the buffer) the next
+    // read is tried at once, without a readiness wait: in bulk, most reads then cost one
+    // system call and no reactor round. Otherwise the relay waits first and holds no buffer
+    // while it waits, so an idle stream costs no buffer.
+    bool flowing = false;
     for (;;) {
-        boost::system::error_code ec = co_await wait_readable(from);
-        if (ec != asio::error::operation_aborted)
-            ec = {};  // any other failure shows on the read
+        boost::system::error_code ec;
         std::size_t n = 0;
-        relay_buffer buf(buffer_size);
-        if (!ec)
-            n = co_await from.async_read_some(asio::buffer(buf.data(), buf.size()),
-                                              asio::redirect_error(asio::use_awaitable, ec));
+        std::optional<relay_buffer> buf;
+        if (flowing) {
+            buf.emplace(buffer_size);
+            n = try_read(from, asio::buffer(buf->data(), buf->size()), ec);
+            if (ec == asio::error::would_block || ec == asio::error::try_again) {
+                buf.reset();
+                flowing = false;
+                ec = {};
+            }
+        }
+        if (!buf) {
+            ec = co_await wait_readable(from);
+            if (ec != asio::error::operation_aborted)
+                ec = {};  // any other failure shows on the read
+            buf.emplace(buffer_size);
+            if (!ec)
+                n = co_await from.async_read_some(asio::buffer(buf->data(), buf->size()),
+                                                  asio::redirect_error(asio::use_awaitable, ec));
+        }
+        flowing = n >= buffer_size / 2;
         if (n > 0) {
             if (tap)
-                tap(buf.data(), n);
+                tap(buf->data(), n);
             boost::system::error_code wec;
-            co_await asio::async_write(to, asio::buffer(buf.data(), n), asio::redirect_error(asio::use_awaitable, wec));
+            co_await asio::async_write(to, asio::buffer(buf->data(), n), transfer_whole, asio::redirect_error(asio::use_awaitable, wec));
             if (wec) {
                 // The writer's side failed: the reader's peer learns it as a reset too.
                 clean = false;
@@ -193,7 +254,7 @@ asio::awaitable<void> pump(From& from, To& to, std::uint64_t& moved, bool& clean
 /// transfer never looks complete).
 /// `tap_ab` and `tap_ba` (optional) see the bytes of each direction as they pass.
 template <class A, class B>
-asio::awaitable<relay_result> relay(A& a, B& b, std::size_t buffer_size = 64 * 1024, detail::relay_tap tap_ab = {},
+asio::awaitable<relay_result> relay(A& a, B& b, std::size_t buffer_size = detail::pooled_relay_buffer, detail::relay_tap tap_ab = {},
                                     detail::relay_tap tap_ba = {}) {
     relay_result r;
     bool clean_ab = true, clean_ba = true;

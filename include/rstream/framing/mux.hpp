@@ -69,7 +69,8 @@ struct settings {
     std::uint32_t connection_window = initial_connection_window;
     /// Streams the peer may have open towards us at once; more are reset with capacity_exhausted.
     std::size_t max_streams = 10000;
-    /// Largest DATA payload produced (fairness between streams).
+    /// Largest DATA payload produced while other streams have bytes to send too (fairness
+    /// between streams); a stream sending alone uses frames of up to max_frame_payload.
     std::size_t max_data_payload = 16 * 1024;
     /// Bytes a stream may queue for sending beyond its credit (send_data takes no more).
     std::size_t stream_send_buffer = 256 * 1024;
@@ -150,6 +151,8 @@ private:
     };
 
     boost::system::error_code fail(error e);
+    /// Handles the whole frames at the start of `bytes[used..]`, advancing `used` past them.
+    boost::system::error_code parse(std::span<const std::uint8_t> bytes, std::size_t& used);
     boost::system::error_code handle(frame_type type, std::uint8_t flags, std::uint32_t id,
                                      std::span<const std::uint8_t> payload);
     bool peer_parity(std::uint32_t id) const;

@@ -20,7 +20,7 @@ namespace rstream::framing::mux {
 struct connection_options {
     settings mux;
     /// Bytes read from the transport at a time.
-    std::size_t read_buffer = 64 * 1024;
+    std::size_t read_buffer = 256 * 1024;
     /// Bytes of frames written to the transport at a time.
     std::size_t write_batch = 256 * 1024;
 };

@@ -28,6 +28,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace rstream::transport {
@@ -98,6 +99,12 @@ public:
     template <class MutableBufferSequence, class Token>
     auto async_read_some(const MutableBufferSequence& buffers, Token&& token);
 
+    /// Reads what is there without waiting: plaintext already decrypted or still buffered,
+    /// and what the socket holds. Returns 0 with would_block when a read would have to wait;
+    /// otherwise as async_read_some. Relays use it to skip the readiness wait while a
+    /// transfer is in full flow.
+    RSTREAM_DECL std::size_t try_read_some(asio::mutable_buffer buffer, boost::system::error_code& ec);
+
     /// Encrypts and writes some bytes (up to a bounded batch). Completion:
     /// void(error_code, std::size_t) with the plaintext bytes consumed.
     template <class ConstBufferSequence, class Token>
@@ -109,13 +116,35 @@ private:
     std::unique_ptr<state> state_;
 };
 
+namespace detail {
+/// Leaves new elements uninitialized: a ciphertext buffer is resized and then written over
+/// at once, so zeroing it first would only cost time.
+template <class T>
+struct uninitialized_allocator : std::allocator<T> {
+    template <class U>
+    struct rebind {
+        using other = uninitialized_allocator<U>;
+    };
+    using std::allocator<T>::allocator;
+    template <class U>
+    void construct(U* p) noexcept {
+        ::new (static_cast<void*>(p)) U;
+    }
+    template <class U, class... Args>
+    void construct(U* p, Args&&... args) {
+        ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
+    }
+};
+} // namespace detail
+
 struct tls_stream::state {
     asio::ip::tcp::socket socket;
     SSL* ssl = nullptr;
     BIO* rbio = nullptr;  // network -> OpenSSL
     BIO* wbio = nullptr;  // OpenSSL -> network
-    std::vector<std::uint8_t> out;  // ciphertext waiting to be written
+    std::vector<std::uint8_t, detail::uninitialized_allocator<std::uint8_t>> out;  // ciphertext waiting to be written
     bool read_eof = false;
+    bool more_on_socket = false;  // the last read of the socket filled a whole chunk
 
     explicit state(asio::ip::tcp::socket s) : socket(std::move(s)) {}
     /// Moves what OpenSSL produced into `out`.

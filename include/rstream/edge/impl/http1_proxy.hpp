@@ -441,7 +441,7 @@ asio::awaitable<void> connection<D, U>::send_body(request_parser& p, exchange& x
         st.body_done = st.body_ended = true;
         co_return;
     }
-    auto chunk = std::make_unique<char[]>(body_chunk);
+    auto chunk = std::make_unique_for_overwrite<char[]>(body_chunk);
     bool ok = true;
     while (ok && !p.is_done()) {
         p.get().body().data = chunk.get();
@@ -583,7 +583,7 @@ asio::awaitable<outcome> connection<D, U>::relay_response(exchange& x, U& up, at
 
     bool ok = true;
     if (!rp.is_done()) {
-        auto chunk = std::make_unique<char[]>(body_chunk);
+        auto chunk = std::make_unique_for_overwrite<char[]>(body_chunk);
         deadline idle(down_.get_executor(), [this, &up] { close_down(); close_now(up); });
         while (ok && !rp.is_done()) {
             rp.get().body().data = chunk.get();
@@ -710,7 +710,7 @@ asio::awaitable<void> connection<D, U>::linger() {
     } catch (const std::exception&) {
         co_return;
     }
-    auto chunk = std::make_unique<char[]>(body_chunk);
+    auto chunk = std::make_unique_for_overwrite<char[]>(body_chunk);
     for (std::size_t drained = 0; drained < max_linger_bytes;) {
         auto [ec, n] = co_await down_.async_read_some(asio::buffer(chunk.get(), body_chunk), use_tuple);
         if (ec)

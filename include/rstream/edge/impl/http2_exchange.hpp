@@ -261,7 +261,7 @@ asio::awaitable<outcome> connection<D, U>::relay_response(stream& s, record& x, 
     }
 
     // Read only what the client's flow control lets through: at most response_room() ahead.
-    auto chunk = std::make_unique<char[]>(body_chunk);
+    auto chunk = std::make_unique_for_overwrite<char[]>(body_chunk);
     bool stalled = false;
     deadline idle(ex_, [&] {
         stalled = true;
@@ -374,7 +374,7 @@ asio::awaitable<void> connection<D, U>::tunnel_to_client(stream& s, record& x, U
         x.log.bytes_out += data.size();
         st.upin.consume(data.size());
     }
-    auto chunk = std::make_unique<char[]>(body_chunk);
+    auto chunk = std::make_unique_for_overwrite<char[]>(body_chunk);
     const bool never_stalled = false;
     for (;;) {
         std::size_t room = co_await wait_room(s, never_stalled);

@@ -185,7 +185,7 @@ asio::awaitable<void> connection<D, U>::run() {
 
 template <class D, class U>
 asio::awaitable<void> connection<D, U>::read_loop() {
-    auto buf = std::make_unique<std::uint8_t[]>(read_chunk);
+    auto buf = std::make_unique_for_overwrite<std::uint8_t[]>(read_chunk);
     bool feeding = true;
     std::size_t discarded = 0;
     for (;;) {
@@ -220,7 +220,7 @@ asio::awaitable<void> connection<D, U>::write_loop() {
         if (!out.empty()) {
             writing_ = true;
             write_started_ = clock::now();  // watch_loop's timer is never later than this + idle
-            auto [ec, n] = co_await asio::async_write(down_, asio::buffer(out), use_tuple);
+            auto [ec, n] = co_await asio::async_write(down_, asio::buffer(out), transfer_whole, use_tuple);
             (void)n;
             writing_ = false;
             if (ec)

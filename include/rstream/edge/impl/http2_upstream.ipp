@@ -3,6 +3,7 @@
 // http2_upstream_translate.ipp.
 #pragma once
 
+#include <rstream/core/transfer.hpp>
 #include <rstream/edge/impl/http2_upstream.hpp>
 #include <rstream/edge/impl/http2_upstream_translate.ipp>
 
@@ -735,7 +736,7 @@ asio::awaitable<void> connection::write_loop([[maybe_unused]] std::shared_ptr<co
         service();
         if (!out.empty()) {
             error_code ec;
-            co_await asio::async_write(transport_, asio::buffer(out), asio::redirect_error(asio::use_awaitable, ec));
+            co_await asio::async_write(transport_, asio::buffer(out), transfer_whole, asio::redirect_error(asio::use_awaitable, ec));
             if (ec)
                 break;
             continue;

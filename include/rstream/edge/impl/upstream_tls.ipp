@@ -3,6 +3,7 @@
 #pragma once
 
 #include <rstream/core/error.hpp>
+#include <rstream/core/transfer.hpp>
 #include <rstream/edge/upstream_tls.hpp>
 
 #include <boost/asio/co_spawn.hpp>
@@ -87,7 +88,7 @@ public:
             if (out.empty())
                 co_return boost::system::error_code{};
             boost::system::error_code ec;
-            co_await asio::async_write(inner, asio::buffer(out), asio::redirect_error(asio::use_awaitable, ec));
+            co_await asio::async_write(inner, asio::buffer(out), transfer_whole, asio::redirect_error(asio::use_awaitable, ec));
             out.clear();
             co_return ec;
         }

@@ -120,33 +120,51 @@ void session::give_back_connection(std::uint64_t n) {
 boost::system::error_code session::receive(std::span<const std::uint8_t> bytes) {
     if (failed_)
         return make_error_code(error::protocol_violation);
-    in_.append(reinterpret_cast<const char*>(bytes.data()), bytes.size());
-    for (;;) {
-        const std::size_t available = in_.size() - in_offset_;
-        if (available < 4)
-            break;
-        const auto* p = reinterpret_cast<const std::uint8_t*>(in_.data()) + in_offset_;
-        const std::uint32_t length = detail::get_u32(p);
-        if (length < frame_fixed_size)
-            return fail(error::frame_malformed);
-        if (length > frame_fixed_size + max_frame_payload)
-            return fail(error::frame_too_large);
-        if (available < 4 + std::size_t(length))
-            break;
-        const auto type = static_cast<frame_type>(p[4]);
-        const std::uint8_t flags = p[5];
-        const std::uint32_t id = detail::get_u32(p + 6);
-        std::span<const std::uint8_t> payload(p + frame_header_size, length - frame_fixed_size);
-        if (auto ec = handle(type, flags, id, payload))
+    if (in_offset_ == in_.size()) {
+        // Nothing held back: whole frames are handled straight from `bytes`, and only an
+        // incomplete one at the end is kept (the common case costs no copy here).
+        in_.clear();
+        in_offset_ = 0;
+        std::size_t used = 0;
+        if (auto ec = parse(bytes, used))
             return ec;
-        in_offset_ += 4 + std::size_t(length);
+        in_.append(reinterpret_cast<const char*>(bytes.data()) + used, bytes.size() - used);
+        return {};
     }
+    in_.append(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+    std::size_t used = 0;
+    if (auto ec = parse({reinterpret_cast<const std::uint8_t*>(in_.data()) + in_offset_, in_.size() - in_offset_}, used))
+        return ec;
+    in_offset_ += used;
     // Drop what was parsed once it is a good part of the buffer (amortized, no copy per frame).
     if (in_offset_ > 0 && (in_offset_ == in_.size() || in_offset_ >= 64 * 1024)) {
         in_.erase(0, in_offset_);
         in_offset_ = 0;
     }
     return {};
+}
+
+boost::system::error_code session::parse(std::span<const std::uint8_t> bytes, std::size_t& used) {
+    for (;;) {
+        const std::size_t available = bytes.size() - used;
+        if (available < 4)
+            return {};
+        const auto* p = bytes.data() + used;
+        const std::uint32_t length = detail::get_u32(p);
+        if (length < frame_fixed_size)
+            return fail(error::frame_malformed);
+        if (length > frame_fixed_size + max_frame_payload)
+            return fail(error::frame_too_large);
+        if (available < 4 + std::size_t(length))
+            return {};
+        const auto type = static_cast<frame_type>(p[4]);
+        const std::uint8_t flags = p[5];
+        const std::uint32_t id = detail::get_u32(p + 6);
+        std::span<const std::uint8_t> payload(p + frame_header_size, length - frame_fixed_size);
+        if (auto ec = handle(type, flags, id, payload))
+            return ec;
+        used += 4 + std::size_t(length);
+    }
 }
 
 boost::system::error_code session::handle(frame_type type, std::uint8_t flags, std::uint32_t id,
@@ -387,8 +405,11 @@ bool session::produce(std::string& out, std::size_t max) {
             continue;
         auto& s = it->second;
         s.scheduled = false;
+        // Frames are kept small for fairness only when other streams wait their turn; a
+        // stream alone sends the largest frames (fewer frames and events per byte).
+        const std::size_t limit = ready_.empty() ? max_frame_payload : settings_.max_data_payload;
         const std::size_t n = static_cast<std::size_t>(
-            std::min<std::uint64_t>({s.pending(), settings_.max_data_payload, s.send_credit, conn_send_credit_}));
+            std::min<std::uint64_t>({s.pending(), limit, s.send_credit, conn_send_credit_}));
         const bool send_fin = s.fin_queued && !s.fin_sent && s.pending() == n;
         if (n == 0 && !send_fin) {
             if (s.pending() > 0 && s.send_credit > 0) {  // the connection is out of credit
@@ -405,7 +426,9 @@ bool session::produce(std::string& out, std::size_t max) {
         if (s.out_offset == s.out.size()) {
             s.out.clear();
             s.out_offset = 0;
-        } else if (s.out_offset >= 64 * 1024) {
+        } else if (s.out_offset >= 64 * 1024 && s.out_offset >= s.pending()) {
+            // Compacted once the sent part outweighs what is left: each byte moves at most
+            // once, where compacting after every frame moved the whole queue each time.
             s.out.erase(0, s.out_offset);
             s.out_offset = 0;
         }

@@ -1,6 +1,7 @@
 // mux/1 over a byte stream (framing/mux_connection.hpp).
 #pragma once
 
+#include <rstream/core/transfer.hpp>
 #include <rstream/core/event.hpp>
 #include <rstream/framing/frame_codec.hpp>
 #include <rstream/framing/mux_connection.hpp>
@@ -78,28 +79,41 @@ struct connection::state : std::enable_shared_from_this<connection::state> {
     }
     void kick() { wake.set(); }
 
-    /// Completes a read of `s` with what it holds now.
-    void finish_read(detail::stream_state& s, asio::mutable_buffer buffer, detail::io_handler h) {
-        if (buffer.size() == 0) {
-            post_io(std::move(h), {}, 0);
-        } else if (s.available() > 0) {
+    /// Reads what `s` holds now into `buffer`: the bytes, or 0 with eof or connection_reset
+    /// once it ended (the caller checked it is readable).
+    std::size_t take(detail::stream_state& s, asio::mutable_buffer buffer, boost::system::error_code& ec) {
+        ec = {};
+        if (buffer.size() == 0)
+            return 0;
+        if (s.available() > 0) {
             std::size_t n = std::min(buffer.size(), s.available());
             std::copy_n(s.in.data() + s.in_offset, n, static_cast<char*>(buffer.data()));
             s.in_offset += n;
             if (s.in_offset == s.in.size()) {
                 s.in.clear();
                 s.in_offset = 0;
+            } else if (s.in_offset >= 64 * 1024 && s.in_offset >= s.available()) {
+                s.in.erase(0, s.in_offset);  // a reader that never quite catches up
+                s.in_offset = 0;
             }
             if (s.id != 0) {
                 session.consumed(s.id, n);
                 kick();
             }
-            post_io(std::move(h), {}, n);
-        } else if (s.reset) {
-            post_io(std::move(h), asio::error::connection_reset, 0);
-        } else {
-            post_io(std::move(h), asio::error::eof, 0);
+            return n;
         }
+        if (s.reset)
+            ec = asio::error::connection_reset;
+        else
+            ec = asio::error::eof;
+        return 0;
+    }
+
+    /// Completes a read of `s` with what it holds now.
+    void finish_read(detail::stream_state& s, asio::mutable_buffer buffer, detail::io_handler h) {
+        boost::system::error_code ec;
+        std::size_t n = take(s, buffer, ec);
+        post_io(std::move(h), ec, n);
     }
 
     /// Queues what it can of `buffers` on stream `s`; 0 when there is no room now.
@@ -177,6 +191,8 @@ struct connection::state : std::enable_shared_from_this<connection::state> {
             case event::kind::data:
                 if (s->closed)
                     session.consumed(s->id, e.bytes.size());
+                else if (s->in.empty())
+                    s->in = std::move(e.bytes);  // no copy when the reader kept up
                 else
                     s->in += e.bytes;
                 break;
@@ -221,17 +237,19 @@ struct connection::state : std::enable_shared_from_this<connection::state> {
 
     asio::awaitable<void> reader() {
         auto self = shared_from_this();
-        std::vector<std::uint8_t> buf(options.read_buffer);
+        // Not zeroed: pages a connection never reads into (an idle agent's) stay unused.
+        auto buf = std::make_unique_for_overwrite<std::uint8_t[]>(options.read_buffer);
         while (!is_ended) {
             boost::system::error_code ec;
-            std::size_t n = co_await transport.async_read_some(asio::buffer(buf), asio::redirect_error(asio::use_awaitable, ec));
+            std::size_t n = co_await transport.async_read_some(asio::buffer(buf.get(), options.read_buffer),
+                                                               asio::redirect_error(asio::use_awaitable, ec));
             if (is_ended)
                 co_return;
             if (ec) {
                 end(ec);
                 co_return;
             }
-            auto bad = session.receive(std::span<const std::uint8_t>(buf.data(), n));
+            auto bad = session.receive(std::span<const std::uint8_t>(buf.get(), n));
             auto events = session.take_events();
             dispatch(events);
             if (bad) {
@@ -247,11 +265,17 @@ struct connection::state : std::enable_shared_from_this<connection::state> {
     /// Writes every frame the session has ready.
     asio::awaitable<void> flush() {
         std::string out;
+        out.reserve(options.write_batch + frame_header_size + max_frame_payload);  // no regrowth
         while (!is_ended && session.wants_write()) {
             out.clear();
             session.produce(out, options.write_batch);
+            // Producing frees send buffers: the `writable` events it raised wake the writers
+            // parked on them now, not when the peer next sends something (which, for a
+            // one-way transfer, may never happen).
+            if (auto events = session.take_events(); !events.empty())
+                dispatch(events);
             boost::system::error_code ec;
-            co_await asio::async_write(transport, asio::buffer(out), asio::redirect_error(asio::use_awaitable, ec));
+            co_await asio::async_write(transport, asio::buffer(out), transfer_whole, asio::redirect_error(asio::use_awaitable, ec));
             if (ec) {
                 end(ec);
                 co_return;
@@ -306,6 +330,19 @@ public:
                 c->post_io(std::move(h), asio::error::operation_aborted, 0);
             });
         }
+    }
+
+    std::size_t try_read_some(asio::mutable_buffer buffer, boost::system::error_code& ec) override {
+        auto& s = *s_;
+        if (s.closed) {
+            ec = asio::error::bad_descriptor;
+            return 0;
+        }
+        if (!s.readable() && buffer.size() > 0) {
+            ec = asio::error::would_block;
+            return 0;
+        }
+        return c_->take(s, buffer, ec);
     }
 
     void write_some(const_buffers buffers, io_handler handler) override {

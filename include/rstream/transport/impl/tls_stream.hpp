@@ -1,5 +1,7 @@
 #pragma once
 
+#include <rstream/core/transfer.hpp>
+
 #include <boost/asio/error.hpp>
 #include <boost/asio/read.hpp>
 
@@ -14,7 +16,7 @@ namespace rstream::transport::detail {
 inline constexpr std::size_t max_write_batch = 256 * 1024;
 
 /// Most ciphertext moved from the socket to OpenSSL at once.
-inline constexpr std::size_t tls_read_chunk = 64 * 1024;
+inline constexpr std::size_t tls_read_chunk = 256 * 1024;
 
 /// A ciphertext buffer above this is given back once its write is done (an idle stream
 /// keeps none of what a bulk transfer needed).
@@ -34,6 +36,7 @@ inline boost::system::error_code feed_from_socket(tls_stream::state& s) {
     auto scratch = read_scratch();
     boost::system::error_code ec;
     std::size_t n = s.socket.read_some(asio::buffer(scratch.data(), scratch.size()), ec);
+    s.more_on_socket = false;
     if (ec == asio::error::eof) {
         s.read_eof = true;
         return {};
@@ -42,7 +45,60 @@ inline boost::system::error_code feed_from_socket(tls_stream::state& s) {
         return ec;
     if (BIO_write(s.rbio, scratch.data(), static_cast<int>(n)) != static_cast<int>(n))
         return make_error_code(error::internal);
+    // A full chunk: the socket most likely holds more, so the next read tries it before it
+    // waits (a bulk transfer then needs no readiness wait, and no epoll_ctl, per read).
+    s.more_on_socket = n == scratch.size();
     return {};
+}
+
+/// Reads what can be had without waiting into `target`: plaintext OpenSSL holds, then (when
+/// `feed`, or while the socket is known to hold more) ciphertext from the socket, record after
+/// record until `target` is full. Returns the bytes read, or 0 with would_block when a read
+/// would have to wait, or with the end or error of the stream.
+inline std::size_t read_available(tls_stream::state& s, asio::mutable_buffer target, bool feed,
+                                  boost::system::error_code& ec) {
+    ec = {};
+    auto* p = static_cast<std::uint8_t*>(target.data());
+    std::size_t total = 0;
+    while (total < target.size()) {
+        std::size_t got = 0;
+        ERR_clear_error();
+        int r = SSL_read_ex(s.ssl, p + total, target.size() - total, &got);
+        if (r == 1) {
+            total += got;
+            continue;
+        }
+        int err = SSL_get_error(s.ssl, r);
+        if (err == SSL_ERROR_WANT_READ) {
+            if (s.read_eof) {
+                if (total == 0)
+                    ec = asio::ssl::error::stream_truncated;
+                return total;
+            }
+            // The socket is read again only when nothing was read yet (as asked) or when the
+            // last read filled a whole chunk; otherwise what there is goes to the caller now.
+            if (!(total == 0 && feed) && !s.more_on_socket)
+                break;
+            feed = false;
+            auto fed = feed_from_socket(s);
+            if (fed == asio::error::would_block || fed == asio::error::try_again)
+                break;
+            if (fed) {
+                if (total == 0)
+                    ec = fed;
+                return total;
+            }
+            continue;
+        }
+        // The end (close_notify) or a failure: what was read first goes out first; OpenSSL
+        // reports the same again on the next read.
+        if (total == 0)
+            ec = err == SSL_ERROR_ZERO_RETURN ? boost::system::error_code(asio::error::eof) : s.ssl_failure(r);
+        return total;
+    }
+    if (total == 0)
+        ec = asio::error::would_block;
+    return total;
 }
 
 template <class MutableBufferSequence>
@@ -55,15 +111,8 @@ struct tls_read_op {
     void operator()(Self& self, boost::system::error_code ec = {}, std::size_t n = 0) {
         if (stage == posted)
             return self.complete(ec, n);
-        if (stage == waiting) {
-            if (ec)
-                return self.complete(ec, 0);
-            ec = feed_from_socket(*s);
-            if (ec == asio::error::would_block || ec == asio::error::try_again)
-                return s->socket.async_wait(asio::socket_base::wait_read, std::move(self));
-            if (ec)
-                return self.complete(ec, 0);
-        }
+        if (stage == waiting && ec)
+            return self.complete(ec, 0);
         asio::mutable_buffer target;
         for (auto it = asio::buffer_sequence_begin(buffers); it != asio::buffer_sequence_end(buffers); ++it) {
             if (asio::mutable_buffer(*it).size() > 0) {
@@ -73,24 +122,14 @@ struct tls_read_op {
         }
         if (target.size() == 0)
             return finish(self, {}, 0);
-        for (;;) {
-            std::size_t got = 0;
-            ERR_clear_error();
-            int r = SSL_read_ex(s->ssl, target.data(), target.size(), &got);
-            if (r == 1)
-                return finish(self, {}, got);
-            int err = SSL_get_error(s->ssl, r);
-            if (err == SSL_ERROR_WANT_READ) {
-                if (s->read_eof)
-                    return finish(self, asio::ssl::error::stream_truncated, 0);
-                // Wait for the socket first, then read it into the per-thread buffer.
-                stage = waiting;
-                return s->socket.async_wait(asio::socket_base::wait_read, std::move(self));
-            }
-            if (err == SSL_ERROR_ZERO_RETURN)
-                return finish(self, asio::error::eof, 0);
-            return finish(self, s->ssl_failure(r), 0);
+        // Waiting means the socket was reported readable: read it. Otherwise only what is
+        // held already, or what the socket is known to have.
+        std::size_t got = read_available(*s, target, stage == waiting, ec);
+        if (ec == asio::error::would_block) {
+            stage = waiting;
+            return s->socket.async_wait(asio::socket_base::wait_read, std::move(self));
         }
+        return finish(self, ec, got);
     }
 
     // Completion straight from the initiating call is posted, as Asio requires.
@@ -117,7 +156,7 @@ struct tls_write_op {
         if (started) {
             s->out.clear();
             if (s->out.capacity() > kept_write_buffer)
-                std::vector<std::uint8_t>().swap(s->out);
+                decltype(s->out)().swap(s->out);
             return self.complete(ec, ec ? 0 : consumed);
         }
         started = true;
@@ -143,7 +182,7 @@ struct tls_write_op {
             auto ex = s->socket.get_executor();
             return asio::post(ex, asio::append(std::move(self), boost::system::error_code{}, 0));
         }
-        asio::async_write(s->socket, asio::buffer(s->out), std::move(self));
+        asio::async_write(s->socket, asio::buffer(s->out), transfer_whole, std::move(self));
     }
 };
 

@@ -182,6 +182,14 @@ asio::awaitable<boost::system::error_code> tls_stream::async_wait_readable() {
     co_return ec;
 }
 
+std::size_t tls_stream::try_read_some(asio::mutable_buffer buffer, boost::system::error_code& ec) {
+    if (buffer.size() == 0) {
+        ec = {};
+        return 0;
+    }
+    return detail::read_available(*state_, buffer, true, ec);
+}
+
 void tls_stream::close() noexcept {
     boost::system::error_code ignored;
     state_->socket.close(ignored);

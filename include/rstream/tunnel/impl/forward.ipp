@@ -83,7 +83,7 @@ inline asio::awaitable<void> forward_one(stream s, forward_target target,
         // Named, not written inside the co_await expression (GCC 12 mishandles lambdas there).
         detail::relay_tap requests = [watcher](const void* d, std::size_t n) { watcher->requests(d, n); };
         detail::relay_tap responses = [watcher](const void* d, std::size_t n) { watcher->responses(d, n); };
-        r = co_await relay(s, upstream, 64 * 1024, requests, responses);
+        r = co_await relay(s, upstream, detail::pooled_relay_buffer, requests, responses);
     } else {
         r = co_await relay(s, upstream);
     }
