@@ -162,6 +162,40 @@ TEST_CASE("mux: a sender never exceeds the stream window; credit comes back as t
     CHECK((ia.data[id] == payload));
 }
 
+TEST_CASE("mux: a stream's window grows while its reader keeps up, never past the maximum") {
+    settings small;
+    small.max_stream_window = 1024 * 1024;
+    session engine(role::engine), agent(role::agent, small);
+    inbox ie, ia;
+    const auto fast = engine.open("fast");
+    const auto slow = engine.open("slow");
+    pump(engine, ie, agent, ia);
+    // The reader takes every byte as it arrives: each time credit goes back, the window
+    // doubles, up to 1 MiB. The sender never holds more credit than that.
+    const auto payload = pattern(8 * 1024 * 1024, 11);
+    std::uint64_t most_credit = 0;
+    std::size_t taken = 0;
+    for (int i = 0; i < 10000 && ia.data[fast].size() < payload.size(); ++i) {
+        taken += engine.send_data(fast, bytes_of(payload).subspan(taken));
+        pump(engine, ie, agent, ia);
+        most_credit = std::max(most_credit, engine.stream_credit(fast));
+    }
+    CHECK((ia.data[fast] == payload));
+    CHECK(most_credit > initial_stream_window);
+    CHECK(most_credit <= small.max_stream_window);
+
+    // A reader that leaves bytes unread keeps its stream at the window it started with:
+    // what it took comes back as credit, nothing more.
+    const auto more = pattern(initial_stream_window, 12);
+    REQUIRE(engine.send_data(slow, bytes_of(more)) == more.size());
+    pump(engine, ie, agent, ia, true, false);
+    REQUIRE(ia.data[slow].size() == initial_stream_window);
+    CHECK(engine.stream_credit(slow) == 0);
+    agent.consumed(slow, initial_stream_window - 1000);  // 1,000 bytes stay unread
+    pump(engine, ie, agent, ia, true, false);
+    CHECK(engine.stream_credit(slow) == initial_stream_window - 1000);
+}
+
 TEST_CASE("mux: a slow reader stalls only its own stream") {
     session engine(role::engine), agent(role::agent);
     inbox ie, ia;

@@ -65,6 +65,11 @@ struct settings {
     /// Receive window of each stream: what the peer may send before our reader took it.
     /// Above initial_stream_window, the difference is granted by a WINDOW at the stream's start.
     std::uint32_t stream_window = initial_stream_window;
+    /// Largest receive window a stream grows to. A stream's window doubles each time its
+    /// credit goes back while its reader has taken everything that arrived (the window, not
+    /// the reader, held the sender back), so a bulk stream is not limited to one window per
+    /// round trip through a busy peer; a slow reader's stream never grows.
+    std::uint32_t max_stream_window = 1024 * 1024;
     /// Receive window of the whole connection (at least initial_connection_window).
     std::uint32_t connection_window = initial_connection_window;
     /// Streams the peer may have open towards us at once; more are reset with capacity_exhausted.
@@ -140,6 +145,8 @@ private:
         std::uint64_t send_credit = 0;  // what the peer still accepts from us
         std::uint64_t recv_window = 0;  // what the peer may still send us
         std::uint64_t recv_unacked = 0; // consumed by our reader, not yet given back
+        std::uint64_t window = 0;       // our receive window for it (grows, see settings)
+        std::uint64_t unread = 0;       // delivered to our reader, not yet consumed
         std::string out;                // queued, not yet sent
         std::size_t out_offset = 0;
         bool fin_queued = false;

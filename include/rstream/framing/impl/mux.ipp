@@ -42,6 +42,7 @@ session::session(role r, settings s)
     : role_(r), settings_(s), next_local_id_(r == role::engine ? 2 : 1), conn_send_credit_(initial_connection_window),
       conn_recv_window_(initial_connection_window) {
     settings_.stream_window = std::max(settings_.stream_window, initial_stream_window);
+    settings_.max_stream_window = std::max(settings_.max_stream_window, settings_.stream_window);
     settings_.connection_window = std::max(settings_.connection_window, initial_connection_window);
     settings_.max_data_payload = std::clamp<std::size_t>(settings_.max_data_payload, 1, max_frame_payload);
     if (settings_.connection_window > initial_connection_window) {
@@ -80,6 +81,7 @@ session::stream_state& session::create(std::uint32_t id) {
     auto& s = streams_[id];
     s.send_credit = initial_stream_window;
     s.recv_window = initial_stream_window;
+    s.window = settings_.stream_window;
     if (settings_.stream_window > initial_stream_window) {
         const std::uint32_t extra = settings_.stream_window - initial_stream_window;
         std::string inc;
@@ -227,6 +229,7 @@ boost::system::error_code session::handle(frame_type type, std::uint8_t flags, s
             return {};
         }
         s.recv_window -= n;
+        s.unread += n;
         if (n > 0)
             events_.push_back({event::kind::data, id, text(), 0});
         if (flags & flag_fin) {
@@ -348,12 +351,20 @@ void session::consumed(std::uint32_t stream, std::size_t n) {
     if (it == streams_.end() || it->second.fin_received)
         return;  // no more data will come: no credit to give
     auto& s = it->second;
+    s.unread -= std::min<std::uint64_t>(s.unread, n);
     s.recv_unacked += n;
-    if (s.recv_unacked >= settings_.stream_window / 2) {
+    if (s.recv_unacked >= s.window / 2) {
+        // Nothing left unread: the reader keeps up and the window is what limits the
+        // sender, so it doubles (up to max_stream_window).
+        std::uint64_t grow = 0;
+        if (s.unread == 0 && s.window < settings_.max_stream_window)
+            grow = std::min<std::uint64_t>(s.window, settings_.max_stream_window - s.window);
+        s.window += grow;
+        const std::uint64_t increment = s.recv_unacked + grow;
         std::string inc;
-        detail::put_u32(inc, static_cast<std::uint32_t>(s.recv_unacked));
+        detail::put_u32(inc, static_cast<std::uint32_t>(increment));
         queue_urgent(frame_type::window, 0, stream, std::move(inc));
-        s.recv_window += s.recv_unacked;
+        s.recv_window += increment;
         s.recv_unacked = 0;
     }
 }
