@@ -160,6 +160,7 @@ int run_forward(const forward_options& o, const rstream::apps::client_flags& fla
     rstream::apps::client_flags::warn_if_insecure(config, "rstream forward");
 
     asio::io_context ioc(1);
+    out.attach(ioc.get_executor());
     auto tunnel_ptr = std::make_shared<std::optional<rstream::tunnel>>();
     auto channel_ptr = std::make_shared<std::optional<rstream::control_channel>>();
     std::string engine_text = rstream::transport::to_string(config.engine);

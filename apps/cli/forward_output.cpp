@@ -2,6 +2,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include <boost/asio/post.hpp>
+
 #include <chrono>
 #include <cstdio>
 #include <ctime>
@@ -49,7 +51,12 @@ class line_output final : public forward_output {
 public:
     explicit line_output(bool json_output) : json_(json_output) {}
 
-    void emit(const std::string& event, json fields, const std::string& text) {
+    void attach(boost::asio::any_io_executor ex) override { ex_ = std::move(ex); }
+    void finish() override { std::fflush(stdout); }
+
+    /// Stream events (`batched`) are flushed once the current burst of events has run;
+    /// anything else at once.
+    void emit(const std::string& event, json fields, const std::string& text, bool batched = false) {
         if (json_) {
             fields["event"] = event;
             fields["time"] = iso_now();
@@ -57,7 +64,17 @@ public:
         } else {
             std::printf("%s\n", text.c_str());
         }
-        std::fflush(stdout);
+        if (!batched || !ex_) {
+            std::fflush(stdout);
+            return;
+        }
+        if (flush_posted_)
+            return;
+        flush_posted_ = true;
+        boost::asio::post(ex_, [this] {
+            flush_posted_ = false;
+            std::fflush(stdout);
+        });
     }
 
     void online(const tunnel_properties& p, const std::string& target, const std::string& engine,
@@ -85,7 +102,8 @@ public:
         switch (e.what) {
         case k::opened:
             emit("stream.opened", {{"stream_id", e.stream_id}, {"source_ip", e.source_ip}},
-                 clock_text() + "  stream " + id + "  from " + (e.source_ip.empty() ? "?" : e.source_ip) + "  opened");
+                 clock_text() + "  stream " + id + "  from " + (e.source_ip.empty() ? "?" : e.source_ip) + "  opened",
+                 true);
             break;
         case k::closed:
             emit("stream.closed",
@@ -95,7 +113,8 @@ public:
                   {"bytes_out", e.bytes_out},
                   {"duration_ms", e.duration.count()}},
                  clock_text() + "  stream " + id + "  closed  in " + human_bytes(e.bytes_in) + "  out " +
-                     human_bytes(e.bytes_out) + "  " + std::to_string(e.duration.count()) + " ms");
+                     human_bytes(e.bytes_out) + "  " + std::to_string(e.duration.count()) + " ms",
+                 true);
             break;
         case k::target_unreachable:
             emit("stream.error", {{"stream_id", e.stream_id}, {"source_ip", e.source_ip}, {"error", e.error}},
@@ -110,7 +129,8 @@ public:
                   {"status", e.http.status},
                   {"duration_ms", e.http.duration.count()}},
                  clock_text() + "  " + e.http.method + " " + e.http.target + "  " + std::to_string(e.http.status) +
-                     "  " + std::to_string(e.http.duration.count()) + " ms");
+                     "  " + std::to_string(e.http.duration.count()) + " ms",
+                 true);
             break;
         }
     }
@@ -144,6 +164,8 @@ public:
 
 private:
     bool json_;
+    boost::asio::any_io_executor ex_;
+    bool flush_posted_ = false;
 };
 
 

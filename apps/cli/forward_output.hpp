@@ -3,6 +3,8 @@
 
 #include <rstream/rstream.hpp>
 
+#include <boost/asio/any_io_executor.hpp>
+
 #include <memory>
 #include <string>
 
@@ -20,8 +22,11 @@ public:
     virtual void status(const status_event& e) = 0;
     /// A failure that ends the command (also printed to stderr).
     virtual void error(const std::string& message) = 0;
-    /// The command is ending: leave the terminal readable.
+    /// The command is ending: leave the terminal readable, write what is buffered.
     virtual void finish() {}
+    /// The executor events arrive on. Line output then writes the lines of one burst of
+    /// events (a loaded tunnel logs a line per request) in one write, right after the burst.
+    virtual void attach(boost::asio::any_io_executor) {}
 };
 
 /// One line per event (`json`: one JSON object per line).

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Published HTTP tunnels over HTTP/2 downstream (ALPN h2 on the engine's port): nghttp and
 # curl --http2 get byte-exact bodies, h2load runs many concurrent streams over one
-# connection (all 2xx), and an RFC 8441 WebSocket (python3-h2) is relayed to an HTTP/1.1
-# upstream that upgrades.
+# connection (all 2xx) and a burst of 600 requests on a fresh tunnel (all 2xx), and an
+# RFC 8441 WebSocket (python3-h2) is relayed to an HTTP/1.1 upstream that upgrades.
 source "$(dirname "$0")/lib.sh"
 need_cmd curl nghttp h2load
 
@@ -33,6 +33,15 @@ timeout -k 5 120 h2load -n 1000 -c 1 -m 100 "$base/bytes/512" >"$LOGS/h2load.log
     fail "h2load failed: $(tail -n 5 "$LOGS/h2load.log")"
 grep -q "1000 succeeded, 0 failed, 0 errored" "$LOGS/h2load.log" || fail "h2load: $(grep requests: "$LOGS/h2load.log")"
 grep -q "status codes: 1000 2xx" "$LOGS/h2load.log" || fail "h2load: $(grep 'status codes' "$LOGS/h2load.log")"
+
+check "a burst of 600 requests at once on a fresh tunnel: every one answered 2xx"
+# No idle upstream stream to reuse: the engine asks the agent for 600 streams at once, more
+# than a small accept backlog holds before the agent takes them.
+start_published burst "$UP" --host burst2
+timeout -k 5 180 h2load -n 600 -c 4 -m 150 "https://burst2.t.localhost:$ENGINE_PORT/bytes/256" \
+    >"$LOGS/h2load-burst.log" 2>&1 || fail "h2load failed: $(tail -n 5 "$LOGS/h2load-burst.log")"
+grep -q "status codes: 600 2xx" "$LOGS/h2load-burst.log" ||
+    fail "h2load burst: $(grep -E 'requests:|status codes' "$LOGS/h2load-burst.log" | tr '\n' ' ')"
 
 check "RFC 8441: a WebSocket over HTTP/2 (extended CONNECT) reaches an HTTP/1.1 upstream and echoes"
 WSPY=$(python_with websockets) || skip "no python with websockets"

@@ -534,7 +534,7 @@ def main():
     srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     srv.bind(("127.0.0.1", port))
-    srv.listen(64)
+    srv.listen(1024)  # bursts of hundreds of connections (the agent opens one per stream)
     print(f"upstream {mode} listening on 127.0.0.1:{port}", flush=True)
     while True:
         conn, peer = srv.accept()

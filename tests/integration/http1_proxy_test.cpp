@@ -95,6 +95,18 @@ std::function<asio::awaitable<void>(tcp::socket&)> scripted(std::function<answer
     };
 }
 
+/// The client's connection as the proxy sees it: a TCP socket that counts the writes made
+/// to it (how many sends, and TLS records on a real engine, a response cost).
+struct counting_socket : tcp::socket {
+    counting_socket(tcp::socket s, int* writes) : tcp::socket(std::move(s)), writes_(writes) {}
+    template <class ConstBufferSequence, class Token>
+    auto async_write_some(const ConstBufferSequence& buffers, Token&& token) {
+        ++*writes_;
+        return tcp::socket::async_write_some(buffers, std::forward<Token>(token));
+    }
+    int* writes_;
+};
+
 /// The proxy under test: serve_http1 on each connection accepted on a loopback port, with
 /// TCP connections to `upstream_port` as upstream streams.
 struct proxy_under_test {
@@ -104,6 +116,7 @@ struct proxy_under_test {
     std::shared_ptr<edge::upstream_pool<tcp::socket>> pool = std::make_shared<edge::upstream_pool<tcp::socket>>();
     std::uint16_t upstream_port = 0;
     int opens = 0;
+    int client_writes = 0;  // writes to the clients' connections
     std::vector<edge::http_log_entry> log;
     std::function<asio::awaitable<tcp::socket>()> open_upstream;
 
@@ -128,8 +141,9 @@ asio::awaitable<void> proxy_connection(std::shared_ptr<proxy_under_test> px, tcp
     std::function<void(const edge::http_log_entry&)> on_request = [px](const edge::http_log_entry& e) {
         px->log.push_back(e);
     };
-    co_await edge::serve_http1<tcp::socket, tcp::socket>(s, peer.address(), px->route, px->limits, px->pool,
-                                                         px->open_upstream, on_request);
+    counting_socket down(std::move(s), &px->client_writes);
+    co_await edge::serve_http1<counting_socket, tcp::socket>(down, peer.address(), px->route, px->limits, px->pool,
+                                                             px->open_upstream, on_request);
 }
 
 asio::awaitable<void> proxy_accept_loop(std::shared_ptr<proxy_under_test> px) {
@@ -246,6 +260,79 @@ TEST_CASE("published http: responses of 0 B, 1 B and 1 MiB arrive byte-exact") {
             CHECK(res.body() == pattern(size));
         }
         CHECK(srv->accepts == 1);
+        px->acceptor.close();
+        srv->acceptor.close();
+    });
+}
+
+TEST_CASE("published http: a small response reaches the client in one write, head and body together") {
+    // One write is one TLS record and one send on the engine: not one for the head and more
+    // for pieces of the body.
+    auto framing = GENERATE(std::string("content-length"), std::string("chunked"));
+    run_scenario([&](asio::io_context& ioc) -> asio::awaitable<void> {
+        auto srv = start_upstream(ioc, scripted([&](const request&) {
+            if (framing == "chunked")
+                return answer{"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n400\r\n" + pattern(1024) +
+                              "\r\n0\r\n\r\n"};
+            return answer{ok(pattern(1024))};
+        }));
+        auto px = start_proxy(ioc, srv->port());
+        auto c = co_await connect_to(px->port());
+        beast::flat_buffer buffer;
+        for (int i = 0; i < 3; ++i) {
+            INFO(framing << ", request " << i);
+            px->client_writes = 0;
+            co_await send(c, get("/small"));
+            auto res = co_await read_response(c, buffer);
+            CHECK(res.result_int() == 200);
+            CHECK(res.body() == pattern(1024));
+            CHECK(px->client_writes == 1);
+        }
+        px->acceptor.close();
+        srv->acceptor.close();
+    });
+}
+
+TEST_CASE("published http: a 1 MiB response is relayed in large steps, not in 512-byte reads") {
+    run_scenario([&](asio::io_context& ioc) -> asio::awaitable<void> {
+        auto srv = start_upstream(ioc, scripted(sizes_and_echo));
+        auto px = start_proxy(ioc, srv->port());
+        auto c = co_await connect_to(px->port());
+        beast::flat_buffer buffer;
+        co_await send(c, get("/size/1048576"));
+        auto res = co_await read_response(c, buffer);
+        CHECK(res.body() == pattern(1024 * 1024));
+        // Reads of what the upstream's buffer had room for made 2,048 writes of 512 bytes;
+        // steps of up to 32 KiB make a few dozen (TCP may deliver less per read).
+        CHECK(px->client_writes <= 256);
+        px->acceptor.close();
+        srv->acceptor.close();
+    });
+}
+
+TEST_CASE("published http: a head whose body comes later reaches the client before the body") {
+    run_scenario([&](asio::io_context& ioc) -> asio::awaitable<void> {
+        auto head_seen = std::make_shared<bool>(false);
+        auto srv = start_upstream(ioc, [head_seen](tcp::socket& s) -> asio::awaitable<void> {
+            beast::flat_buffer b;
+            http::request_parser<http::string_body> p;
+            co_await http::async_read(s, b, p, asio::use_awaitable);
+            co_await send(s, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n");
+            // The body only once the client has the head (an event stream, a long poll).
+            std::function<bool()> client_has_head = [head_seen] { return *head_seen; };
+            bool seen = co_await eventually(client_has_head);
+            if (seen)
+                co_await send(s, "hello");
+        });
+        auto px = start_proxy(ioc, srv->port());
+        auto c = co_await connect_to(px->port());
+        beast::flat_buffer buffer;
+        co_await send(c, get("/later"));
+        auto head = co_await read_head(c, buffer);
+        CHECK(head.starts_with("HTTP/1.1 200 OK"));
+        *head_seen = true;
+        auto body = co_await read_exactly(c, buffer, 5);
+        CHECK(body == "hello");
         px->acceptor.close();
         srv->acceptor.close();
     });

@@ -1,6 +1,7 @@
 // Splicing two byte streams, with half-close carried across (docs/protocol.md, inbound stream).
 #pragma once
 
+#include <rstream/core/buffer_pool.hpp>
 #include <rstream/core/transfer.hpp>
 
 #include <boost/asio/awaitable.hpp>
@@ -19,6 +20,7 @@
 
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdint>
 #include <functional>
@@ -86,41 +88,10 @@ void abort_stream(Stream& s) {
     }
 }
 
-/// Relay buffers of the default size, reused per thread: a relay takes one when its source
-/// has bytes and gives it back once they are written, so an idle stream holds none.
-inline constexpr std::size_t pooled_relay_buffer = 256 * 1024;
-
-class relay_buffer {
-public:
-    explicit relay_buffer(std::size_t size) : size_(size) {
-        auto& free = pool();
-        if (size == pooled_relay_buffer && !free.empty()) {
-            p_ = std::move(free.back());
-            free.pop_back();
-        } else {
-            p_.reset(new std::uint8_t[size]);
-        }
-    }
-    ~relay_buffer() {
-        auto& free = pool();
-        if (p_ && size_ == pooled_relay_buffer && free.size() < max_pooled)
-            free.push_back(std::move(p_));
-    }
-    relay_buffer(const relay_buffer&) = delete;
-    relay_buffer& operator=(const relay_buffer&) = delete;
-
-    std::uint8_t* data() const noexcept { return p_.get(); }
-    std::size_t size() const noexcept { return size_; }
-
-private:
-    static constexpr std::size_t max_pooled = 8;  // 2 MiB per thread at most
-    static std::vector<std::unique_ptr<std::uint8_t[]>>& pool() {
-        thread_local std::vector<std::unique_ptr<std::uint8_t[]>> free;
-        return free;
-    }
-    std::unique_ptr<std::uint8_t[]> p_;
-    std::size_t size_;
-};
+/// The default relay buffer: a direction in full flow reads this much at a time. Buffers
+/// come from block_pool: a relay takes one when its source has bytes and gives it back once
+/// they are written, so an idle stream holds none.
+inline constexpr std::size_t pooled_relay_buffer = large_block;
 
 /// Waits until a read of `s` would find something, where the stream can tell (a socket, a
 /// TLS stream); returns at once otherwise. operation_aborted when `s` was closed meanwhile.
@@ -184,11 +155,14 @@ asio::awaitable<void> pump(From& from, To& to, std::uint64_t& moved, bool& clean
     // read is tried at once, without a readiness wait: in bulk, most reads then cost one
     // system call and no reactor round. Otherwise the relay waits first and holds no buffer
     // while it waits, so an idle stream costs no buffer.
+    // A direction not in full flow reads into a small block first: a burst of streams that
+    // each have a request or a reply pending then holds small blocks, not large ones.
+    const std::size_t first_size = std::min(buffer_size, small_block);
     bool flowing = false;
     for (;;) {
         boost::system::error_code ec;
         std::size_t n = 0;
-        std::optional<relay_buffer> buf;
+        std::optional<pooled_block> buf;
         if (flowing) {
             buf.emplace(buffer_size);
             n = try_read(from, asio::buffer(buf->data(), buf->size()), ec);
@@ -202,12 +176,12 @@ asio::awaitable<void> pump(From& from, To& to, std::uint64_t& moved, bool& clean
             ec = co_await wait_readable(from);
             if (ec != asio::error::operation_aborted)
                 ec = {};  // any other failure shows on the read
-            buf.emplace(buffer_size);
+            buf.emplace(first_size);
             if (!ec)
                 n = co_await from.async_read_some(asio::buffer(buf->data(), buf->size()),
                                                   asio::redirect_error(asio::use_awaitable, ec));
         }
-        flowing = n >= buffer_size / 2;
+        flowing = n >= buf->size() / 2;
         if (n > 0) {
             if (tap)
                 tap(buf->data(), n);

@@ -73,8 +73,9 @@ struct client_options {
     /// (CAPACITY_EXHAUSTED). Each costs a connection to the target as well.
     std::size_t max_streams = 262144;
     /// Inbound streams accepted from the engine but not yet taken by async_accept, per tunnel;
-    /// past it the engine is told CAPACITY_EXHAUSTED.
-    std::size_t accept_backlog = 128;
+    /// past it the engine is told CAPACITY_EXHAUSTED. As the kernel's listen backlog (somaxconn), a
+    /// burst of new requests fits in it.
+    std::size_t accept_backlog = 4096;
     /// Called on the channel's executor at every status change.
     std::function<void(const status_event&)> on_status;
 };

@@ -8,6 +8,7 @@
 // Deadlines close streams instead of cancelling operations, so any AsyncStream works.
 #pragma once
 
+#include <rstream/core/buffer_pool.hpp>
 #include <rstream/core/error.hpp>
 #include <rstream/core/relay.hpp>
 
@@ -34,6 +35,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <string_view>
 
 namespace rstream::edge::detail::http1 {
 
@@ -43,7 +45,9 @@ using clock = std::chrono::steady_clock;
 
 inline constexpr asio::as_tuple_t<asio::use_awaitable_t<>> use_tuple{};
 /// Body bytes moved per step, each way.
-inline constexpr std::size_t body_chunk = 32 * 1024;
+inline constexpr std::size_t body_chunk = rstream::detail::medium_block;  // a pooled block size
+/// Upstream response bytes read and not parsed yet: reserved at body_chunk, a pooled block.
+using upstream_buffer = beast::basic_flat_buffer<rstream::detail::pooled_allocator<char>>;
 /// Most bytes read and discarded while lingering before a close.
 inline constexpr std::size_t max_linger_bytes = 1024 * 1024;
 
@@ -102,18 +106,30 @@ void close_now(Stream& s) noexcept {
     }
 }
 
-/// Writes body bytes, as one chunk when `chunked` (RFC 9112 §7.1).
+/// Writes, in one gathered write, what is due at once: a message head, body bytes (as one
+/// chunk when `chunked`, RFC 9112 §7.1; no chunk at all for none) and the last chunk.
+/// One write is one TLS record and one send: a small response costs the client a single read.
 template <class Stream>
-asio::awaitable<boost::system::error_code> write_body(Stream& s, const char* data, std::size_t n, bool chunked) {
+asio::awaitable<boost::system::error_code> write_parts(Stream& s, std::string_view head, const char* data,
+                                                       std::size_t n, bool chunked, std::string_view last) {
     char size_line[24];
-    std::size_t size_len = chunked ? static_cast<std::size_t>(std::snprintf(size_line, sizeof size_line, "%zx\r\n", n)) : 0;
-    std::array<asio::const_buffer, 3> parts;
-    parts[0] = asio::buffer(size_line, size_len);
-    parts[1] = asio::buffer(data, n);
-    parts[2] = asio::buffer("\r\n", chunked ? 2 : 0);
+    bool framed = chunked && n > 0;
+    std::size_t size_len = framed ? static_cast<std::size_t>(std::snprintf(size_line, sizeof size_line, "%zx\r\n", n)) : 0;
+    std::array<asio::const_buffer, 5> parts;
+    parts[0] = asio::buffer(head.data(), head.size());
+    parts[1] = asio::buffer(size_line, size_len);
+    parts[2] = asio::buffer(data, n);
+    parts[3] = asio::buffer("\r\n", framed ? 2 : 0);
+    parts[4] = asio::buffer(last.data(), last.size());
     auto [ec, written] = co_await asio::async_write(s, parts, use_tuple);
     (void)written;
     co_return ec;
+}
+
+/// Writes body bytes, as one chunk when `chunked` (RFC 9112 §7.1).
+template <class Stream>
+asio::awaitable<boost::system::error_code> write_body(Stream& s, const char* data, std::size_t n, bool chunked) {
+    co_return co_await write_parts(s, {}, data, n, chunked, {});
 }
 
 inline bool is_http_error(const boost::system::error_code& ec) {
@@ -157,10 +173,14 @@ struct exchange {
 
 /// What the two tasks of one attempt share.
 struct attempt_state {
-    attempt_state(asio::any_io_executor ex, std::function<void()> on_stall, std::size_t upstream_buffer)
-        : body_idle(std::move(ex), std::move(on_stall)), upin(upstream_buffer) {}
+    attempt_state(asio::any_io_executor ex, std::function<void()> on_stall, std::size_t upstream_limit)
+        : body_idle(std::move(ex), std::move(on_stall)), upin(upstream_limit) {
+        // Beast reads at most max(512, free capacity) per step: without room made here, a
+        // response (head and body) would come up in 512-byte reads.
+        upin.reserve(std::min(upstream_limit, body_chunk));
+    }
     deadline body_idle;              // bounds each step of send_body
-    beast::flat_buffer upin;         // upstream bytes read, not parsed yet
+    upstream_buffer upin;            // upstream bytes read, not parsed yet
     bool body_done = false;          // the whole request body went upstream
     bool body_ended = false;         // send_body returned
     bool head_received = false;      // the final response head arrived
@@ -406,18 +426,25 @@ asio::awaitable<outcome> connection<D, U>::attempt(request_parser& p, exchange& 
 
     attempt_state st(ex, [this, &up] { close_down(); close_now(up); }, limits_.max_response_head_bytes + 64 * 1024);
     deadline head_deadline(ex, [&up] { close_now(up); });
-    if (x.bodiless)
-        head_deadline.arm(limits_.upstream_timeout);  // else armed when the body is sent
-    auto [order, body_error, response_error, result] =
-        co_await asio::experimental::make_parallel_group(
-            asio::co_spawn(ex, send_body(p, x, up, st, head_deadline), asio::deferred),
-            asio::co_spawn(ex, receive(x, up, st, head_deadline, pooled), asio::deferred))
-            .async_wait(asio::experimental::wait_for_all(), asio::use_awaitable);
-    (void)order;
-    if (body_error)
-        std::rethrow_exception(body_error);
-    if (response_error)
-        std::rethrow_exception(response_error);
+    outcome result;
+    if (x.bodiless) {
+        // Nothing to send: the response is all there is to wait for.
+        st.body_done = st.body_ended = true;
+        head_deadline.arm(limits_.upstream_timeout);
+        result = co_await receive(x, up, st, head_deadline, pooled);
+    } else {
+        auto [order, body_error, response_error, r] =
+            co_await asio::experimental::make_parallel_group(
+                asio::co_spawn(ex, send_body(p, x, up, st, head_deadline), asio::deferred),
+                asio::co_spawn(ex, receive(x, up, st, head_deadline, pooled), asio::deferred))
+                .async_wait(asio::experimental::wait_for_all(), asio::use_awaitable);
+        (void)order;
+        if (body_error)
+            std::rethrow_exception(body_error);
+        if (response_error)
+            std::rethrow_exception(response_error);
+        result = r;
+    }
 
     if (result == outcome::splice) {
         if (!st.body_done || down_broken_)
@@ -441,10 +468,11 @@ asio::awaitable<void> connection<D, U>::send_body(request_parser& p, exchange& x
         st.body_done = st.body_ended = true;
         co_return;
     }
-    auto chunk = std::make_unique_for_overwrite<char[]>(body_chunk);
+    in_.reserve(body_chunk);  // else Beast reads the body in steps of what the head left room for
+    rstream::detail::pooled_block chunk(body_chunk);
     bool ok = true;
     while (ok && !p.is_done()) {
-        p.get().body().data = chunk.get();
+        p.get().body().data = chunk.chars();
         p.get().body().size = body_chunk;
         st.body_idle.arm(limits_.idle_timeout);
         auto [ec, n] = co_await http::async_read_some(down_, in_, p, use_tuple);
@@ -462,7 +490,7 @@ asio::awaitable<void> connection<D, U>::send_body(request_parser& p, exchange& x
         } else if (got > 0) {
             st.body_idle.arm(limits_.idle_timeout);
             // A failed write means the upstream went away; receive() sees it too.
-            ok = !co_await write_body(up, chunk.get(), got, x.chunked);
+            ok = !co_await write_body(up, chunk.chars(), got, x.chunked);
         }
     }
     if (ok && x.chunked) {
@@ -576,36 +604,54 @@ asio::awaitable<outcome> connection<D, U>::relay_response(exchange& x, U& up, at
     if (in == framing::chunked)
         before = snapshot_fields(res);
     auto head = serialize_head(h);
-    if (!co_await write_down(asio::buffer(head))) {
+    // Body bytes that came with the head go out with it, in one write; when none are here
+    // yet (a response streamed later), the head goes alone so the client sees it at once.
+    bool head_pending = !rp.is_done() && st.upin.size() > 0;
+    if (!head_pending && !co_await write_down(asio::buffer(head))) {
         abandon_request_body(up, st);
         co_return outcome::close;
     }
 
     bool ok = true;
     if (!rp.is_done()) {
-        auto chunk = std::make_unique_for_overwrite<char[]>(body_chunk);
+        rstream::detail::pooled_block chunk(body_chunk);
         deadline idle(down_.get_executor(), [this, &up] { close_down(); close_now(up); });
+        bool last_written = false;
         while (ok && !rp.is_done()) {
-            rp.get().body().data = chunk.get();
-            rp.get().body().size = body_chunk;
-            idle.arm(limits_.idle_timeout);
-            auto [ec, n] = co_await http::async_read_some(up, st.upin, rp, use_tuple);
-            (void)n;
-            if (ec == http::error::need_buffer)
-                ec = {};
-            std::size_t got = body_chunk - rp.get().body().size;
-            if (got > 0) {
+            // Parse steps over bytes already read (a chunk's size line, its data, the last
+            // chunk) fill one block, written once: a response that came whole leaves whole.
+            std::size_t got = 0;
+            boost::system::error_code ec;
+            do {
+                rp.get().body().data = chunk.chars() + got;
+                rp.get().body().size = body_chunk - got;
                 idle.arm(limits_.idle_timeout);
-                if (co_await write_body(down_, chunk.get(), got, out == framing::chunked)) {
+                auto [rec, n] = co_await http::async_read_some(up, st.upin, rp, use_tuple);
+                (void)n;
+                ec = rec == http::error::need_buffer ? boost::system::error_code{} : rec;
+                got = body_chunk - rp.get().body().size;
+            } while (!ec && !rp.is_done() && st.upin.size() > 0 && got < body_chunk);
+            // The last chunk goes with the last body bytes.
+            bool finish = !ec && rp.is_done() && out == framing::chunked;
+            if (got > 0 || head_pending || finish) {
+                std::string last;
+                if (finish)
+                    last = serialize_last_chunk(in == framing::chunked ? added_fields(rp.get(), before) : field_list{});
+                idle.arm(limits_.idle_timeout);
+                if (down_broken_ ||
+                    co_await write_parts(down_, head_pending ? std::string_view(head) : std::string_view(),
+                                         chunk.chars(), got, out == framing::chunked, last)) {
                     down_broken_ = true;
                     ok = false;
                 }
+                head_pending = false;
+                last_written = finish;
                 x.log.bytes_out += got;
             }
             if (ec)
                 ok = false;
         }
-        if (ok && out == framing::chunked) {
+        if (ok && out == framing::chunked && !last_written) {
             auto last = serialize_last_chunk(in == framing::chunked ? added_fields(rp.get(), before) : field_list{});
             idle.arm(limits_.idle_timeout);
             auto [ec, n] = co_await asio::async_write(down_, asio::buffer(last), use_tuple);
@@ -710,9 +756,9 @@ asio::awaitable<void> connection<D, U>::linger() {
     } catch (const std::exception&) {
         co_return;
     }
-    auto chunk = std::make_unique_for_overwrite<char[]>(body_chunk);
+    rstream::detail::pooled_block chunk(body_chunk);
     for (std::size_t drained = 0; drained < max_linger_bytes;) {
-        auto [ec, n] = co_await down_.async_read_some(asio::buffer(chunk.get(), body_chunk), use_tuple);
+        auto [ec, n] = co_await down_.async_read_some(asio::buffer(chunk.chars(), body_chunk), use_tuple);
         if (ec)
             break;
         drained += n;

@@ -261,7 +261,7 @@ asio::awaitable<outcome> connection<D, U>::relay_response(stream& s, record& x, 
     }
 
     // Read only what the client's flow control lets through: at most response_room() ahead.
-    auto chunk = std::make_unique_for_overwrite<char[]>(body_chunk);
+    rstream::detail::pooled_block chunk(body_chunk);
     bool stalled = false;
     deadline idle(ex_, [&] {
         stalled = true;
@@ -277,7 +277,7 @@ asio::awaitable<outcome> connection<D, U>::relay_response(stream& s, record& x, 
             break;
         }
         std::size_t want = std::min(room, body_chunk);
-        rp.get().body().data = chunk.get();
+        rp.get().body().data = chunk.chars();
         rp.get().body().size = want;
         auto [ec, n] = co_await http::async_read_some(up, st.upin, rp, use_tuple);
         (void)n;
@@ -285,7 +285,7 @@ asio::awaitable<outcome> connection<D, U>::relay_response(stream& s, record& x, 
             ec = {};
         std::size_t got = want - rp.get().body().size;
         if (got > 0) {
-            session_->push_body(s, std::string_view(chunk.get(), got));
+            session_->push_body(s, std::string_view(chunk.chars(), got));
             x.log.bytes_out += got;
         }
         if (ec)
@@ -374,7 +374,7 @@ asio::awaitable<void> connection<D, U>::tunnel_to_client(stream& s, record& x, U
         x.log.bytes_out += data.size();
         st.upin.consume(data.size());
     }
-    auto chunk = std::make_unique_for_overwrite<char[]>(body_chunk);
+    rstream::detail::pooled_block chunk(body_chunk);
     const bool never_stalled = false;
     for (;;) {
         std::size_t room = co_await wait_room(s, never_stalled);
@@ -382,9 +382,9 @@ asio::awaitable<void> connection<D, U>::tunnel_to_client(stream& s, record& x, U
             close_now(up);
             co_return;
         }
-        auto [ec, n] = co_await up.async_read_some(asio::buffer(chunk.get(), std::min(room, body_chunk)), use_tuple);
+        auto [ec, n] = co_await up.async_read_some(asio::buffer(chunk.chars(), std::min(room, body_chunk)), use_tuple);
         if (n > 0) {
-            session_->push_body(s, std::string_view(chunk.get(), n));
+            session_->push_body(s, std::string_view(chunk.chars(), n));
             x.log.bytes_out += n;
         }
         if (ec == asio::error::eof) {

@@ -16,6 +16,7 @@
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/deferred.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/experimental/parallel_group.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -42,6 +43,7 @@ using http1::deadline;
 using http1::duration_text;
 using http1::is_http_error;
 using http1::use_tuple;
+using http1::upstream_buffer;
 using http1::write_body;
 
 /// Downstream bytes per read.
@@ -49,7 +51,7 @@ inline constexpr std::size_t read_chunk = 16 * 1024;
 /// Frames gathered for one downstream write.
 inline constexpr std::size_t write_batch = 64 * 1024;
 /// Upstream body bytes per read, each way.
-inline constexpr std::size_t body_chunk = 32 * 1024;
+inline constexpr std::size_t body_chunk = rstream::detail::medium_block;  // a pooled block size
 /// Most bytes read and discarded while lingering before a close.
 inline constexpr std::size_t max_linger_bytes = 1024 * 1024;
 
@@ -69,10 +71,12 @@ struct record {
 
 /// What the two tasks of one upstream attempt share.
 struct attempt_state {
-    attempt_state(asio::any_io_executor ex, std::function<void()> on_stall, std::size_t upstream_buffer)
-        : body_idle(std::move(ex), std::move(on_stall)), upin(upstream_buffer) {}
+    attempt_state(asio::any_io_executor ex, std::function<void()> on_stall, std::size_t upstream_limit)
+        : body_idle(std::move(ex), std::move(on_stall)), upin(upstream_limit) {
+        upin.reserve(std::min(upstream_limit, body_chunk));  // else Beast reads 512 bytes per step
+    }
     deadline body_idle;              // bounds each step of send_body
-    beast::flat_buffer upin;         // upstream bytes read, not parsed yet
+    upstream_buffer upin;            // upstream bytes read, not parsed yet
     bool body_done = false;          // the whole request body went upstream
     bool body_ended = false;         // send_body returned
     bool body_stalled = false;       // the client or the upstream stalled the upload
@@ -234,6 +238,9 @@ asio::awaitable<void> connection<D, U>::write_loop() {
             break;
         session_->output().reset();
         co_await session_->output().async_wait();
+        // Let the work already queued run first: a response head and the body read right
+        // behind it then leave in one write (one TLS record, one send) instead of two.
+        co_await asio::post(ex_, asio::use_awaitable);
     }
     writer_done_ = true;
     session_->abort_all();
