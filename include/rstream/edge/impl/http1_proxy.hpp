@@ -155,6 +155,23 @@ inline request_refusal upstream_failure(const boost::system::error_code& ec, boo
     return {http_failure::upstream_closed, {}};
 }
 
+/// Runs a request's upload and its response together until both ended (a server may answer
+/// before the body, and neither side may wait on the other); rethrows what either threw.
+template <class R>
+asio::awaitable<R> upload_and_response(asio::any_io_executor ex, asio::awaitable<void> upload,
+                                       asio::awaitable<R> response) {
+    auto [order, upload_error, response_error, result] =
+        co_await asio::experimental::make_parallel_group(asio::co_spawn(ex, std::move(upload), asio::deferred),
+                                                         asio::co_spawn(ex, std::move(response), asio::deferred))
+            .async_wait(asio::experimental::wait_for_all(), asio::use_awaitable);
+    (void)order;
+    if (upload_error)
+        std::rethrow_exception(upload_error);
+    if (response_error)
+        std::rethrow_exception(response_error);
+    co_return result;
+}
+
 /// One request and its response, as far as the connection needs to remember.
 struct exchange {
     clock::time_point start = clock::now();
@@ -433,17 +450,9 @@ asio::awaitable<outcome> connection<D, U>::attempt(request_parser& p, exchange& 
         head_deadline.arm(limits_.upstream_timeout);
         result = co_await receive(x, up, st, head_deadline, pooled);
     } else {
-        auto [order, body_error, response_error, r] =
-            co_await asio::experimental::make_parallel_group(
-                asio::co_spawn(ex, send_body(p, x, up, st, head_deadline), asio::deferred),
-                asio::co_spawn(ex, receive(x, up, st, head_deadline, pooled), asio::deferred))
-                .async_wait(asio::experimental::wait_for_all(), asio::use_awaitable);
-        (void)order;
-        if (body_error)
-            std::rethrow_exception(body_error);
-        if (response_error)
-            std::rethrow_exception(response_error);
-        result = r;
+        auto upload = send_body(p, x, up, st, head_deadline);
+        auto response = receive(x, up, st, head_deadline, pooled);
+        result = co_await upload_and_response(ex, std::move(upload), std::move(response));
     }
 
     if (result == outcome::splice) {

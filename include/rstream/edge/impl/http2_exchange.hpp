@@ -102,18 +102,17 @@ asio::awaitable<outcome> connection<D, U>::attempt(stream& s, record& x, const u
         },
         limits_.max_response_head_bytes + 64 * 1024);
     deadline head_deadline(ex_, [&up] { close_now(up); });
-    if (req.bodiless)
-        head_deadline.arm(limits_.upstream_timeout);  // else armed when the body is sent
-    auto [order, body_error, response_error, result] =
-        co_await asio::experimental::make_parallel_group(
-            asio::co_spawn(ex_, send_body(s, x, req, up, st, head_deadline), asio::deferred),
-            asio::co_spawn(ex_, receive(s, x, req, up, st, head_deadline, pooled), asio::deferred))
-            .async_wait(asio::experimental::wait_for_all(), asio::use_awaitable);
-    (void)order;
-    if (body_error)
-        std::rethrow_exception(body_error);
-    if (response_error)
-        std::rethrow_exception(response_error);
+    outcome result;
+    if (req.bodiless) {
+        // Nothing to send: the response is all there is to wait for.
+        st.body_done = st.body_ended = true;
+        head_deadline.arm(limits_.upstream_timeout);
+        result = co_await receive(s, x, req, up, st, head_deadline, pooled);
+    } else {
+        auto upload = send_body(s, x, req, up, st, head_deadline);
+        auto response = receive(s, x, req, up, st, head_deadline, pooled);
+        result = co_await detail::http1::upload_and_response(ex_, std::move(upload), std::move(response));
+    }
 
     if (result == outcome::tunnel) {
         co_await tunnel(s, x, up, st);
