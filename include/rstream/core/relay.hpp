@@ -155,10 +155,12 @@ asio::awaitable<void> pump(From& from, To& to, std::uint64_t& moved, bool& clean
     // read is tried at once, without a readiness wait: in bulk, most reads then cost one
     // system call and no reactor round. Otherwise the relay waits first and holds no buffer
     // while it waits, so an idle stream costs no buffer.
-    // A direction not in full flow reads into a small block first: a burst of streams that
-    // each have a request or a reply pending then holds small blocks, not large ones.
-    const std::size_t first_size = std::min(buffer_size, small_block);
+    // A direction whose last read was small (a request, a reply, or nothing yet) reads into a
+    // small block: a burst of such streams becoming readable at once then holds small blocks,
+    // not large ones. After a larger read it takes a large block again.
+    const std::size_t small_size = std::min(buffer_size, small_block);
     bool flowing = false;
+    bool large = false;
     for (;;) {
         boost::system::error_code ec;
         std::size_t n = 0;
@@ -176,12 +178,13 @@ asio::awaitable<void> pump(From& from, To& to, std::uint64_t& moved, bool& clean
             ec = co_await wait_readable(from);
             if (ec != asio::error::operation_aborted)
                 ec = {};  // any other failure shows on the read
-            buf.emplace(first_size);
+            buf.emplace(large ? buffer_size : small_size);
             if (!ec)
                 n = co_await from.async_read_some(asio::buffer(buf->data(), buf->size()),
                                                   asio::redirect_error(asio::use_awaitable, ec));
         }
         flowing = n >= buf->size() / 2;
+        large = n >= small_size / 2;
         if (n > 0) {
             if (tap)
                 tap(buf->data(), n);
