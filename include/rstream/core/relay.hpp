@@ -154,10 +154,9 @@ asio::awaitable<void> pump(From& from, To& to, std::uint64_t& moved, bool& clean
     // While a transfer is in full flow (the last read filled most of the buffer) the next
     // read is tried at once, without a readiness wait: in bulk, most reads then cost one
     // system call and no reactor round. Otherwise the relay waits first and holds no buffer
-    // while it waits, so an idle stream costs no buffer.
-    // A direction whose last read was small (a request, a reply, or nothing yet) reads into a
-    // small block: a burst of such streams becoming readable at once then holds small blocks,
-    // not large ones. After a larger read it takes a large block again.
+    // while it waits, so an idle stream costs no buffer. A direction whose last read was
+    // small (a request, a reply, or nothing yet) reads into a small block: a burst of such
+    // streams becoming readable at once then holds small blocks, not large ones.
     const std::size_t small_size = std::min(buffer_size, small_block);
     bool flowing = false;
     bool large = false;

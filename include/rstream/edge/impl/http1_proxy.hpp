@@ -625,6 +625,9 @@ asio::awaitable<outcome> connection<D, U>::relay_response(exchange& x, U& up, at
     if (!rp.is_done()) {
         rstream::detail::pooled_block chunk(body_chunk);
         deadline idle(down_.get_executor(), [this, &up] { close_down(); close_now(up); });
+        auto last_chunk = [&] {
+            return serialize_last_chunk(in == framing::chunked ? added_fields(rp.get(), before) : field_list{});
+        };
         bool last_written = false;
         while (ok && !rp.is_done()) {
             // Parse steps over bytes already read (a chunk's size line, its data, the last
@@ -645,7 +648,7 @@ asio::awaitable<outcome> connection<D, U>::relay_response(exchange& x, U& up, at
             if (got > 0 || head_pending || finish) {
                 std::string last;
                 if (finish)
-                    last = serialize_last_chunk(in == framing::chunked ? added_fields(rp.get(), before) : field_list{});
+                    last = last_chunk();
                 idle.arm(limits_.idle_timeout);
                 if (down_broken_ ||
                     co_await write_parts(down_, head_pending ? std::string_view(head) : std::string_view(),
@@ -661,7 +664,7 @@ asio::awaitable<outcome> connection<D, U>::relay_response(exchange& x, U& up, at
                 ok = false;
         }
         if (ok && out == framing::chunked && !last_written) {
-            auto last = serialize_last_chunk(in == framing::chunked ? added_fields(rp.get(), before) : field_list{});
+            auto last = last_chunk();
             idle.arm(limits_.idle_timeout);
             auto [ec, n] = co_await asio::async_write(down_, asio::buffer(last), use_tuple);
             (void)n;
