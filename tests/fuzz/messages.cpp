@@ -34,7 +34,7 @@ namespace {
 
 constexpr std::string_view secret = "fuzz-secret-0123456789abcdefghijklmnopqrstuv";
 
-std::string canonical(const google::protobuf::Message& m) {
+std::string canonical(const google::protobuf::MessageLite& m) {
     std::string out;
     {
         google::protobuf::io::StringOutputStream stream(&out);

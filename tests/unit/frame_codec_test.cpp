@@ -6,6 +6,8 @@
 #include <catch2/catch.hpp>
 
 #include <random>
+#include <set>
+#include <string>
 
 using namespace rstream;
 using framing::decode_frame;
@@ -131,4 +133,55 @@ TEST_CASE("ip addresses round-trip through IpAddress") {
     protocol::IpAddress v4;
     framing::to_protocol(boost::asio::ip::make_address("1.2.3.4"), v4);
     CHECK(v4.v4() == 0x01020304u);
+}
+
+TEST_CASE("every payload of the envelope is named after its field") {
+    std::set<std::string> names;
+    for (int field = 1; field <= 17; ++field) {
+        // Field `field`, length-delimited, empty: that payload with no fields set. The tag is
+        // a varint: two bytes from field 16 on.
+        const unsigned tag = static_cast<unsigned>(field) << 3 | 2;
+        std::string wire;
+        if (tag < 0x80)
+            wire = {static_cast<char>(tag), '\0'};
+        else
+            wire = {static_cast<char>((tag & 0x7f) | 0x80), static_cast<char>(tag >> 7), '\0'};
+        protocol::Message m;
+        REQUIRE(m.ParseFromString(wire));
+        REQUIRE(static_cast<int>(m.payload_case()) == field);
+        auto name = std::string(framing::payload_name(m));
+        CHECK(name != "unknown");
+        CHECK(names.insert(name).second);
+    }
+    protocol::Message m;
+    CHECK(framing::payload_name(m) == "empty");
+    m.mutable_proxy_req();
+    CHECK(framing::payload_name(m) == "proxy_req");
+    m.mutable_datagram_channel_close();
+    CHECK(framing::payload_name(m) == "datagram_channel_close");
+}
+
+TEST_CASE("wrapper and timestamp fields have the well-known types' encoding") {
+    // google.protobuf.StringValue, BoolValue, UInt32Value: `value` is field 1;
+    // google.protobuf.Timestamp: seconds (int64) is field 1, nanos (int32) field 2.
+    protocol::ClientDetails details;
+    details.mutable_agent()->set_value("x");
+    CHECK(details.SerializeAsString() == std::string("\x0a\x03\x0a\x01x", 5));
+
+    protocol::TunnelProperties p;
+    p.mutable_publish()->set_value(true);
+    CHECK(p.SerializeAsString() == std::string("\x2a\x02\x08\x01", 4));
+    p.Clear();
+    p.mutable_port()->set_value(300);  // varint 300 = ac 02
+    CHECK(p.SerializeAsString() == std::string("\xba\x01\x03\x08\xac\x02", 6));
+    p.Clear();
+    p.mutable_creation_date()->set_seconds(1);
+    p.mutable_creation_date()->set_nanos(2);
+    CHECK(p.SerializeAsString() == std::string("\x12\x04\x08\x01\x10\x02", 6));
+
+    // And back: bytes a peer built with the well-known types parse into ours.
+    protocol::TunnelProperties back;
+    REQUIRE(back.ParseFromString(std::string("\x1a\x03\x0a\x01n\x2a\x02\x08\x01", 9)));
+    CHECK(back.name().value() == "n");
+    CHECK(back.publish().value());
 }

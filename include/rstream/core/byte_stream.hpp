@@ -194,7 +194,15 @@ public:
         }
     }
     void wait_readable(byte_stream::done_handler handler) override {
-        if constexpr (requires { stream_.async_wait_readable(); }) {
+        if constexpr (requires { stream_.has_buffered_input(); stream_.socket(); }) {
+            // A TLS stream, without a coroutine: an idle stream waits here for as long as it
+            // lasts, and a coroutine frame per wait would cost memory and a spawn each time.
+            if (stream_.has_buffered_input())
+                asio::post(stream_.get_executor(),
+                           [h = std::move(handler)]() mutable { std::move(h)(boost::system::error_code{}); });
+            else
+                stream_.socket().async_wait(asio::socket_base::wait_read, std::move(handler));
+        } else if constexpr (requires { stream_.async_wait_readable(); }) {
             asio::co_spawn(stream_.get_executor(), stream_.async_wait_readable(),
                            [h = std::move(handler)](std::exception_ptr, boost::system::error_code ec) mutable {
                                std::move(h)(ec);

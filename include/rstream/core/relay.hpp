@@ -97,7 +97,15 @@ inline constexpr std::size_t pooled_relay_buffer = large_block;
 /// TLS stream); returns at once otherwise. operation_aborted when `s` was closed meanwhile.
 template <class Stream>
 asio::awaitable<boost::system::error_code> wait_readable(Stream& s) {
-    if constexpr (requires { s.async_wait_readable(); }) {
+    if constexpr (requires { s.has_buffered_input(); s.socket(); }) {
+        // A TLS stream: its socket's readiness unless it holds input already (no nested
+        // coroutine frame for the length of an idle wait).
+        if (s.has_buffered_input())
+            co_return boost::system::error_code{};
+        boost::system::error_code ec;
+        co_await s.socket().async_wait(asio::socket_base::wait_read, asio::redirect_error(asio::use_awaitable, ec));
+        co_return ec;
+    } else if constexpr (requires { s.async_wait_readable(); }) {
         co_return co_await s.async_wait_readable();
     } else if constexpr (requires { s.async_wait(asio::socket_base::wait_read, asio::use_awaitable); }) {
         boost::system::error_code ec;

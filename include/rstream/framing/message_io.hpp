@@ -41,7 +41,7 @@ template <class Stream>
 asio::awaitable<void> async_write_message(Stream& stream, const protocol::Message& message) {
     std::string buf;
     if (auto ec = encode_message(message, buf))
-        throw_error(ec, "cannot frame a " + std::string(message.GetDescriptor()->name()) + ": " + ec.message());
+        throw_error(ec, "cannot frame a " + message.GetTypeName() + ": " + ec.message());
     co_await asio::async_write(stream, asio::buffer(buf), asio::use_awaitable);
 }
 

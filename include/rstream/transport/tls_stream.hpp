@@ -93,6 +93,10 @@ public:
     /// this before it takes a buffer, so idle streams hold none.
     RSTREAM_DECL asio::awaitable<boost::system::error_code> async_wait_readable();
 
+    /// True when a read would find something without the socket: plaintext or ciphertext
+    /// held here, or the end already read. Otherwise readiness is the socket's.
+    bool has_buffered_input() const noexcept;
+
     /// Reads some decrypted bytes. Completion: void(error_code, std::size_t).
     /// asio::error::eof after the peer's close_notify; asio::ssl::error::stream_truncated
     /// when the TCP connection ended without one.
@@ -149,6 +153,9 @@ struct tls_stream::state {
     explicit state(asio::ip::tcp::socket s) : socket(std::move(s)) {}
     /// Moves what OpenSSL produced into `out`.
     RSTREAM_DECL void drain_output();
+    /// After the handshake: gives back the memory its largest flight (certificates) left in
+    /// `out` and in the memory BIOs, which an idle connection would otherwise keep.
+    RSTREAM_DECL void release_handshake_buffers();
     /// Maps the last OpenSSL failure to an error code.
     RSTREAM_DECL boost::system::error_code ssl_failure(int ret);
 };
@@ -156,6 +163,9 @@ struct tls_stream::state {
 inline tls_stream::executor_type tls_stream::get_executor() noexcept { return state_->socket.get_executor(); }
 inline asio::ip::tcp::socket& tls_stream::socket() noexcept { return state_->socket; }
 inline SSL* tls_stream::native_handle() noexcept { return state_->ssl; }
+inline bool tls_stream::has_buffered_input() const noexcept {
+    return state_->read_eof || SSL_has_pending(state_->ssl) || BIO_ctrl_pending(state_->rbio) > 0;
+}
 
 } // namespace rstream::transport
 

@@ -9,9 +9,10 @@
 #include <rstream/framing/message_io.hpp>
 #include <rstream/framing/messages.hpp>
 
-#include <google/protobuf/util/time_util.h>
 
 #include <algorithm>
+#include <chrono>
+#include <cstdint>
 #include <random>
 
 namespace rstream::edge {
@@ -254,7 +255,13 @@ void agent_session::on_open_tunnel(const protocol::OpenTunnelReq& req) {
     e.session = id;
     e.credential = who.credential;
     stored.mutable_id()->set_value(e.id);
-    *stored.mutable_creation_date() = google::protobuf::util::TimeUtil::GetCurrentTime();
+    {
+        auto since_epoch = std::chrono::system_clock::now().time_since_epoch();
+        auto seconds = std::chrono::duration_cast<std::chrono::seconds>(since_epoch);
+        stored.mutable_creation_date()->set_seconds(seconds.count());
+        stored.mutable_creation_date()->set_nanos(static_cast<std::int32_t>(
+            std::chrono::duration_cast<std::chrono::nanoseconds>(since_epoch - seconds).count()));
+    }
     eng->tunnels.expire(clock::now());
     if (stored.has_publish() && stored.publish().value()) {
         if (auto problem = assign_public_address(e, stored))

@@ -28,11 +28,11 @@ struct property {
     bool asked;
 };
 
-inline std::string_view text_of(bool has, const google::protobuf::StringValue& v) noexcept {
+inline std::string_view text_of(bool has, const protocol::StringValue& v) noexcept {
     return has ? std::string_view(v.value()) : std::string_view();
 }
 
-inline bool is_true(bool has, const google::protobuf::BoolValue& v) noexcept { return has && v.value(); }
+inline bool is_true(bool has, const protocol::BoolValue& v) noexcept { return has && v.value(); }
 
 inline std::string ascii_lowercase(std::string_view s) {
     std::string out(s);

@@ -77,8 +77,28 @@ boost::asio::ip::address from_protocol(const protocol::IpAddress& in) {
 std::string_view payload_name(const protocol::Message& m) {
     if (m.payload_case() == protocol::Message::PAYLOAD_NOT_SET)
         return "empty";
-    const auto* field = m.GetDescriptor()->FindFieldByNumber(static_cast<int>(m.payload_case()));
-    return field ? std::string_view(field->name()) : std::string_view("unknown");
+    // The oneof's field names (proto/rstream.proto); the lite runtime has no descriptors.
+    switch (m.payload_case()) {
+    case protocol::Message::kOpenControlChannelReq: return "open_control_channel_req";
+    case protocol::Message::kOpenControlChannelRsp: return "open_control_channel_rsp";
+    case protocol::Message::kCloseControlChannelReq: return "close_control_channel_req";
+    case protocol::Message::kCloseControlChannelRsp: return "close_control_channel_rsp";
+    case protocol::Message::kOpenTunnelReq: return "open_tunnel_req";
+    case protocol::Message::kOpenTunnelRsp: return "open_tunnel_rsp";
+    case protocol::Message::kCloseTunnelReq: return "close_tunnel_req";
+    case protocol::Message::kCloseTunnelRsp: return "close_tunnel_rsp";
+    case protocol::Message::kProxyConnReq: return "proxy_conn_req";
+    case protocol::Message::kProxyConnRsp: return "proxy_conn_rsp";
+    case protocol::Message::kProxyReq: return "proxy_req";
+    case protocol::Message::kProxyRsp: return "proxy_rsp";
+    case protocol::Message::kStreamReq: return "stream_req";
+    case protocol::Message::kStreamRsp: return "stream_rsp";
+    case protocol::Message::kHeartbeat: return "heartbeat";
+    case protocol::Message::kServerMessage: return "server_message";
+    case protocol::Message::kDatagramChannelClose: return "datagram_channel_close";
+    case protocol::Message::PAYLOAD_NOT_SET: break;
+    }
+    return "unknown";
 }
 
 } // namespace rstream::framing

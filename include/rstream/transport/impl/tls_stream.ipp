@@ -102,6 +102,26 @@ void tls_stream::state::drain_output() {
     out.resize(old + (n > 0 ? static_cast<std::size_t>(n) : 0));
 }
 
+void tls_stream::state::release_handshake_buffers() {
+    if (out.empty())
+        decltype(out)().swap(out);
+    // A memory BIO keeps its largest size; a fresh one starts empty. The read side may
+    // already hold the peer's first records, which stay where they are.
+    if (BIO_ctrl_pending(wbio) == 0) {
+        if (BIO* fresh = BIO_new(BIO_s_mem())) {
+            SSL_set0_wbio(ssl, fresh);  // frees the old one
+            wbio = fresh;
+        }
+    }
+    if (BIO_ctrl_pending(rbio) == 0) {
+        if (BIO* fresh = BIO_new(BIO_s_mem())) {
+            BIO_set_mem_eof_return(fresh, -1);
+            SSL_set0_rbio(ssl, fresh);
+            rbio = fresh;
+        }
+    }
+}
+
 boost::system::error_code tls_stream::state::ssl_failure(int ret) {
     int err = SSL_get_error(ssl, ret);
     if (err == SSL_ERROR_SSL) {
@@ -131,8 +151,10 @@ asio::awaitable<void> tls_stream::async_handshake() {
             if (wec && err == SSL_ERROR_NONE)
                 throw_error(wec, "TLS handshake: " + wec.message());
         }
-        if (err == SSL_ERROR_NONE)
+        if (err == SSL_ERROR_NONE) {
+            s.release_handshake_buffers();
             co_return;
+        }
         if (err == SSL_ERROR_WANT_READ) {
             if (s.read_eof)
                 throw_error(asio::error::eof, "TLS handshake: the peer closed the connection");
@@ -175,7 +197,7 @@ asio::awaitable<void> tls_stream::async_shutdown_send() {
 
 asio::awaitable<boost::system::error_code> tls_stream::async_wait_readable() {
     auto& s = *state_;
-    if (s.read_eof || SSL_has_pending(s.ssl) || BIO_ctrl_pending(s.rbio) > 0)
+    if (has_buffered_input())
         co_return boost::system::error_code{};
     boost::system::error_code ec;
     co_await s.socket.async_wait(asio::socket_base::wait_read, asio::redirect_error(asio::use_awaitable, ec));
