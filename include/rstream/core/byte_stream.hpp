@@ -132,6 +132,20 @@ public:
         co_return ec;
     }
 
+    /// Half-close with a completion token. Completion: void(error_code), never an error.
+    template <class Token>
+    auto async_shutdown_send(Token&& token) {
+        return asio::async_initiate<Token, void(boost::system::error_code)>(
+            [](auto handler, impl* p) { p->shutdown_send(done_handler(std::move(handler))); }, token, impl_.get());
+    }
+
+    /// See impl::wait_readable, with a completion token. Completion: void(error_code).
+    template <class Token>
+    auto async_wait_readable(Token&& token) {
+        return asio::async_initiate<Token, void(boost::system::error_code)>(
+            [](auto handler, impl* p) { p->wait_readable(done_handler(std::move(handler))); }, token, impl_.get());
+    }
+
     /// See impl::try_read_some.
     std::size_t try_read_some(asio::mutable_buffer buffer, boost::system::error_code& ec) {
         return impl_->try_read_some(buffer, ec);
@@ -202,6 +216,8 @@ public:
                            [h = std::move(handler)]() mutable { std::move(h)(boost::system::error_code{}); });
             else
                 stream_.socket().async_wait(asio::socket_base::wait_read, std::move(handler));
+        } else if constexpr (requires { stream_.async_wait_readable(asio::detached); }) {
+            stream_.async_wait_readable(std::move(handler));
         } else if constexpr (requires { stream_.async_wait_readable(); }) {
             asio::co_spawn(stream_.get_executor(), stream_.async_wait_readable(),
                            [h = std::move(handler)](std::exception_ptr, boost::system::error_code ec) mutable {

@@ -4,12 +4,15 @@
 #include <rstream/core/buffer_pool.hpp>
 #include <rstream/core/transfer.hpp>
 
+#include <boost/asio/append.hpp>
+#include <boost/asio/associated_executor.hpp>
 #include <boost/asio/awaitable.hpp>
+#include <boost/asio/bind_executor.hpp>
 #include <boost/asio/buffer.hpp>
 #include <boost/asio/co_spawn.hpp>
-#include <boost/asio/deferred.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/error.hpp>
-#include <boost/asio/experimental/parallel_group.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/socket_base.hpp>
@@ -27,6 +30,7 @@
 #include <memory>
 #include <optional>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 namespace rstream {
@@ -93,26 +97,51 @@ void abort_stream(Stream& s) {
 /// they are written, so an idle stream holds none.
 inline constexpr std::size_t pooled_relay_buffer = large_block;
 
-/// Waits until a read of `s` would find something, where the stream can tell (a socket, a
-/// TLS stream); returns at once otherwise. operation_aborted when `s` was closed meanwhile.
-template <class Stream>
-asio::awaitable<boost::system::error_code> wait_readable(Stream& s) {
+/// Starts a wait until a read of `s` would find something, where the stream can tell (a
+/// socket, a TLS stream, a byte_stream); completes at once (posted) otherwise. `handler` gets
+/// operation_aborted when `s` was closed meanwhile. A callback, not a coroutine: an idle
+/// stream waits here for as long as it lasts, and holds only the pending wait.
+template <class Stream, class Handler>
+void async_wait_readable_of(Stream& s, Handler&& handler) {
     if constexpr (requires { s.has_buffered_input(); s.socket(); }) {
-        // A TLS stream: its socket's readiness unless it holds input already (no nested
-        // coroutine frame for the length of an idle wait).
+        // A TLS stream: its socket's readiness unless it holds input already.
         if (s.has_buffered_input())
-            co_return boost::system::error_code{};
-        boost::system::error_code ec;
-        co_await s.socket().async_wait(asio::socket_base::wait_read, asio::redirect_error(asio::use_awaitable, ec));
-        co_return ec;
+            asio::post(s.get_executor(), asio::append(std::forward<Handler>(handler), boost::system::error_code{}));
+        else
+            s.socket().async_wait(asio::socket_base::wait_read, std::forward<Handler>(handler));
+    } else if constexpr (requires { s.async_wait_readable(asio::detached); }) {
+        s.async_wait_readable(std::forward<Handler>(handler));
     } else if constexpr (requires { s.async_wait_readable(); }) {
-        co_return co_await s.async_wait_readable();
-    } else if constexpr (requires { s.async_wait(asio::socket_base::wait_read, asio::use_awaitable); }) {
-        boost::system::error_code ec;
-        co_await s.async_wait(asio::socket_base::wait_read, asio::redirect_error(asio::use_awaitable, ec));
-        co_return ec;
+        auto ex = asio::get_associated_executor(handler, s.get_executor());
+        asio::co_spawn(s.get_executor(), s.async_wait_readable(),
+                       asio::bind_executor(ex, [h = std::forward<Handler>(handler)](std::exception_ptr,
+                                                                                    boost::system::error_code ec) mutable {
+                           std::move(h)(ec);
+                       }));
+    } else if constexpr (requires { s.async_wait(asio::socket_base::wait_read, asio::detached); }) {
+        s.async_wait(asio::socket_base::wait_read, std::forward<Handler>(handler));
     } else {
-        co_return boost::system::error_code{};
+        asio::post(s.get_executor(), asio::append(std::forward<Handler>(handler), boost::system::error_code{}));
+    }
+}
+
+/// Starts a half-close of `s` (see shutdown_send); `handler` is called with no arguments, on
+/// its associated executor.
+template <class Stream, class Handler>
+void async_shutdown_send_of(Stream& s, Handler&& handler) {
+    auto ex = asio::get_associated_executor(handler, s.get_executor());
+    if constexpr (requires { s.async_shutdown_send(asio::detached); }) {
+        s.async_shutdown_send(asio::bind_executor(
+            ex, [h = std::forward<Handler>(handler)](boost::system::error_code) mutable { std::move(h)(); }));
+    } else if constexpr (requires { s.async_shutdown_send(); }) {
+        asio::co_spawn(s.get_executor(), s.async_shutdown_send(),
+                       asio::bind_executor(ex, [h = std::forward<Handler>(handler)](std::exception_ptr) mutable {
+                           std::move(h)();
+                       }));
+    } else {
+        boost::system::error_code ignored;
+        s.shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
+        asio::post(s.get_executor(), std::forward<Handler>(handler));
     }
 }
 
@@ -151,84 +180,171 @@ std::size_t try_read(Stream& s, asio::mutable_buffer buffer, boost::system::erro
     }
 }
 
-/// One direction: read until end of data, write everything, then half-close the writer.
-/// On an error both streams are closed, which ends the other direction too.
 /// Sees the bytes of one direction as they pass (never changes them).
 using relay_tap = std::function<void(const void*, std::size_t)>;
 
-template <class From, class To>
-asio::awaitable<void> pump(From& from, To& to, std::uint64_t& moved, bool& clean, std::size_t buffer_size,
-                           relay_tap tap = {}) {
-    // While a transfer is in full flow (the last read filled most of the buffer) the next
-    // read is tried at once, without a readiness wait: in bulk, most reads then cost one
-    // system call and no reactor round. Otherwise the relay waits first and holds no buffer
-    // while it waits, so an idle stream costs no buffer. A direction whose last read was
-    // small (a request, a reply, or nothing yet) reads into a small block: a burst of such
-    // streams becoming readable at once then holds small blocks, not large ones.
-    const std::size_t small_size = std::min(buffer_size, small_block);
-    bool flowing = false;
-    bool large = false;
-    for (;;) {
-        boost::system::error_code ec;
-        std::size_t n = 0;
+/// The state of relay(): both directions, as callbacks on the streams' operations rather
+/// than coroutines. An idle relayed stream then holds this object and one pending wait per
+/// direction (no coroutine frames, no buffer): the memory of a stream at rest is what the
+/// engine holds per stream.
+///
+/// Each direction: read until end of data, write everything, then half-close the writer.
+/// On an error both streams are closed, which ends the other direction too.
+template <class A, class B, class Handler, class Executor>
+class relay_op : public std::enable_shared_from_this<relay_op<A, B, Handler, Executor>> {
+public:
+    relay_op(A& a, B& b, std::size_t buffer_size, relay_tap tap_ab, relay_tap tap_ba, Handler handler, Executor ex)
+        : ab_{a, b, std::move(tap_ab)}, ba_{b, a, std::move(tap_ba)}, buffer_size_(buffer_size),
+          small_size_(std::min(buffer_size, small_block)), handler_(std::move(handler)), ex_(std::move(ex)) {}
+
+    void start() {
+        next<0>();
+        next<1>();
+    }
+
+private:
+    template <class From, class To>
+    struct direction {
+        From& from;
+        To& to;
+        relay_tap tap;
+        std::uint64_t moved = 0;
+        bool clean = true;
+        // While a transfer is in full flow (the last read filled most of the buffer) the next
+        // read is tried at once, without a readiness wait: in bulk, most reads then cost one
+        // system call and no reactor round. Otherwise the direction waits first and holds no
+        // buffer while it waits, so an idle stream costs no buffer. A direction whose last
+        // read was small (a request, a reply, or nothing yet) reads into a small block: a
+        // burst of such streams becoming readable at once then holds small blocks.
+        bool flowing = false;
+        bool large = false;
         std::optional<pooled_block> buf;
-        if (flowing) {
-            buf.emplace(buffer_size);
-            n = try_read(from, asio::buffer(buf->data(), buf->size()), ec);
-            if (ec == asio::error::would_block || ec == asio::error::try_again) {
-                buf.reset();
-                flowing = false;
-                ec = {};
+        std::size_t n = 0;
+        boost::system::error_code read_ec;  // kept while the bytes read are written
+    };
+
+    template <int I>
+    auto& dir() noexcept {
+        if constexpr (I == 0)
+            return ab_;
+        else
+            return ba_;
+    }
+
+    /// A completion handler for this relay's next step: keeps it alive, runs on its executor.
+    template <class F>
+    auto step(F f) {
+        return asio::bind_executor(ex_, [self = this->shared_from_this(), f = std::move(f)](auto&&... args) mutable {
+            f(*self, std::forward<decltype(args)>(args)...);
+        });
+    }
+
+    template <int I>
+    void next() {
+        auto& d = dir<I>();
+        if (d.flowing) {
+            boost::system::error_code ec;
+            d.buf.emplace(buffer_size_);
+            d.n = try_read(d.from, asio::buffer(d.buf->data(), d.buf->size()), ec);
+            if (ec != asio::error::would_block && ec != asio::error::try_again)
+                return after_read<I>(ec);
+            d.buf.reset();
+            d.flowing = false;
+        }
+        async_wait_readable_of(d.from, step([](relay_op& self, boost::system::error_code ec) { self.readable<I>(ec); }));
+    }
+
+    template <int I>
+    void readable(boost::system::error_code ec) {
+        auto& d = dir<I>();
+        d.buf.emplace(d.large ? buffer_size_ : small_size_);
+        d.n = 0;
+        if (ec == asio::error::operation_aborted)
+            return after_read<I>(ec);
+        // Any other failure shows on the read.
+        d.from.async_read_some(asio::buffer(d.buf->data(), d.buf->size()),
+                               step([](relay_op& self, boost::system::error_code rec, std::size_t n) {
+                                   self.dir<I>().n = n;
+                                   self.after_read<I>(rec);
+                               }));
+    }
+
+    template <int I>
+    void after_read(boost::system::error_code ec) {
+        auto& d = dir<I>();
+        d.flowing = d.n >= d.buf->size() / 2;
+        d.large = d.n >= small_size_ / 2;
+        if (d.n == 0) {
+            d.buf.reset();
+            return after_data<I>(ec);
+        }
+        if (d.tap)
+            d.tap(d.buf->data(), d.n);
+        d.read_ec = ec;
+        asio::async_write(d.to, asio::buffer(d.buf->data(), d.n), transfer_whole,
+                          step([](relay_op& self, boost::system::error_code wec, std::size_t) { self.written<I>(wec); }));
+    }
+
+    template <int I>
+    void written(boost::system::error_code wec) {
+        auto& d = dir<I>();
+        d.buf.reset();
+        if (wec) {
+            // The writer's side failed: the reader's peer learns it as a reset too.
+            d.clean = false;
+            if (wec == asio::error::operation_aborted) {
+                close_stream(d.from);
+                close_stream(d.to);
+            } else {
+                abort_stream(d.from);
+                abort_stream(d.to);
             }
+            return finish();
         }
-        if (!buf) {
-            ec = co_await wait_readable(from);
-            if (ec != asio::error::operation_aborted)
-                ec = {};  // any other failure shows on the read
-            buf.emplace(large ? buffer_size : small_size);
-            if (!ec)
-                n = co_await from.async_read_some(asio::buffer(buf->data(), buf->size()),
-                                                  asio::redirect_error(asio::use_awaitable, ec));
-        }
-        flowing = n >= buf->size() / 2;
-        large = n >= small_size / 2;
-        if (n > 0) {
-            if (tap)
-                tap(buf->data(), n);
-            boost::system::error_code wec;
-            co_await asio::async_write(to, asio::buffer(buf->data(), n), transfer_whole, asio::redirect_error(asio::use_awaitable, wec));
-            if (wec) {
-                // The writer's side failed: the reader's peer learns it as a reset too.
-                clean = false;
-                if (wec == asio::error::operation_aborted) {
-                    close_stream(from);
-                    close_stream(to);
-                } else {
-                    abort_stream(from);
-                    abort_stream(to);
-                }
-                co_return;
-            }
-            moved += n;
-        }
-        if (ec == asio::error::eof) {
-            co_await shutdown_send(to);
-            co_return;
-        }
+        d.moved += d.n;
+        after_data<I>(std::exchange(d.read_ec, {}));
+    }
+
+    template <int I>
+    void after_data(boost::system::error_code ec) {
+        auto& d = dir<I>();
+        if (ec == asio::error::eof)
+            return async_shutdown_send_of(d.to, step([](relay_op& self) { self.finish(); }));
         if (ec) {
             if (ec != asio::error::operation_aborted)
-                clean = false;
-            close_stream(from);
+                d.clean = false;
+            close_stream(d.from);
             // A reset, or a TLS connection that ended without close_notify (its peer was
             // killed or cut), is passed on as a reset: a cut transfer never looks complete.
             if (ec == asio::error::connection_reset || ec == asio::ssl::error::stream_truncated)
-                abort_stream(to);
+                abort_stream(d.to);
             else
-                close_stream(to);
-            co_return;
+                close_stream(d.to);
+            return finish();
         }
+        next<I>();
     }
-}
+
+    /// A direction ended; the relay completes when both have. Runs on the handler's
+    /// executor (every step is bound to it), so the handler is called directly.
+    void finish() {
+        if (--active_ > 0)
+            return;
+        relay_result r;
+        r.a_to_b = ab_.moved;
+        r.b_to_a = ba_.moved;
+        r.clean = ab_.clean && ba_.clean;
+        std::move(handler_)(r);
+    }
+
+    direction<A, B> ab_;
+    direction<B, A> ba_;
+    std::size_t buffer_size_;
+    std::size_t small_size_;
+    int active_ = 2;
+    Handler handler_;
+    Executor ex_;
+};
 
 } // namespace detail
 
@@ -237,18 +353,28 @@ asio::awaitable<void> pump(From& from, To& to, std::uint64_t& moved, bool& clean
 /// or a TLS truncation read on one side, or a failed write, resets the other (so a cut
 /// transfer never looks complete).
 /// `tap_ab` and `tap_ba` (optional) see the bytes of each direction as they pass.
+/// Completion: void(relay_result). Both streams must be used on one thread (or strand) and
+/// outlive the operation; close either to end it.
+template <class A, class B, class Token>
+auto async_relay(A& a, B& b, std::size_t buffer_size, detail::relay_tap tap_ab, detail::relay_tap tap_ba,
+                 Token&& token) {
+    return asio::async_initiate<Token, void(relay_result)>(
+        [](auto handler, A* a, B* b, std::size_t size, detail::relay_tap tab, detail::relay_tap tba) {
+            using handler_type = std::decay_t<decltype(handler)>;
+            auto ex = asio::get_associated_executor(handler, a->get_executor());
+            using op_type = detail::relay_op<A, B, handler_type, decltype(ex)>;
+            auto op = std::make_shared<op_type>(*a, *b, size, std::move(tab), std::move(tba), std::move(handler),
+                                                std::move(ex));
+            op->start();
+        },
+        token, &a, &b, buffer_size, std::move(tap_ab), std::move(tap_ba));
+}
+
+/// async_relay as an awaitable.
 template <class A, class B>
-asio::awaitable<relay_result> relay(A& a, B& b, std::size_t buffer_size = detail::pooled_relay_buffer, detail::relay_tap tap_ab = {},
-                                    detail::relay_tap tap_ba = {}) {
-    relay_result r;
-    bool clean_ab = true, clean_ba = true;
-    auto ex = co_await asio::this_coro::executor;
-    co_await asio::experimental::make_parallel_group(
-        asio::co_spawn(ex, detail::pump(a, b, r.a_to_b, clean_ab, buffer_size, std::move(tap_ab)), asio::deferred),
-        asio::co_spawn(ex, detail::pump(b, a, r.b_to_a, clean_ba, buffer_size, std::move(tap_ba)), asio::deferred))
-        .async_wait(asio::experimental::wait_for_all(), asio::use_awaitable);
-    r.clean = clean_ab && clean_ba;
-    co_return r;
+asio::awaitable<relay_result> relay(A& a, B& b, std::size_t buffer_size = detail::pooled_relay_buffer,
+                                    detail::relay_tap tap_ab = {}, detail::relay_tap tap_ba = {}) {
+    return async_relay(a, b, buffer_size, std::move(tap_ab), std::move(tap_ba), asio::use_awaitable);
 }
 
 } // namespace rstream

@@ -54,6 +54,16 @@ public:
     /// Half-close: the peer reads eof; this side can still read.
     boost::asio::awaitable<void> async_shutdown_send() { return s_.async_shutdown_send(); }
 
+    /// The same two with a completion token: void(error_code).
+    template <class Token>
+    auto async_wait_readable(Token&& token) {
+        return s_.async_wait_readable(std::forward<Token>(token));
+    }
+    template <class Token>
+    auto async_shutdown_send(Token&& token) {
+        return s_.async_shutdown_send(std::forward<Token>(token));
+    }
+
     /// Closes at once; outstanding operations complete with operation_aborted.
     void close() noexcept { s_.close(); }
 

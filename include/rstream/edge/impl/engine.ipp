@@ -593,7 +593,7 @@ asio::awaitable<void> engine::state::handle_stream_req(agent_stream conn, protoc
             co_return;
         }
     }
-    co_await splice(conn, *agent, "dial", target);
+    splice(std::move(conn), std::move(*agent), "dial", target);
 }
 
 asio::awaitable<agent_stream> engine::state::open_agent_stream(std::string tunnel_id,
@@ -649,21 +649,35 @@ asio::awaitable<agent_stream> engine::state::open_agent_stream(std::string tunne
 }
 
 template <class A, class B>
-asio::awaitable<void> engine::state::splice(A& a, B& b, const std::string& what, const std::string& tunnel) {
-    auto self = shared_from_this();
-    auto id = next_id++;
-    relays[id] = [&a, &b] {
-        rstream::detail::close_stream(a);
-        rstream::detail::close_stream(b);
+void engine::state::splice(A a, B b, std::string what, std::string tunnel) {
+    // The streams and their entry in `relays` live as long as the relay's completion handler:
+    // if the relay never completes (the io_context goes first), its entry goes with it.
+    struct spliced {
+        std::shared_ptr<state> owner;
+        std::uint64_t id;
+        A a;
+        B b;
+        std::string what;
+        std::string tunnel;
+        ~spliced() {
+            owner->relays.erase(id);
+            if (owner->relays.empty())
+                owner->relays_gone.set();
+        }
     };
-    auto moved = co_await relay(a, b);
-    relays.erase(id);
-    if (relays.empty())
-        relays_gone.set();
-    log::info("stream closed", {{"kind", what},
-                                {"tunnel", tunnel},
-                                {"bytes_in", std::to_string(moved.a_to_b)},
-                                {"bytes_out", std::to_string(moved.b_to_a)}});
+    auto s = std::unique_ptr<spliced>(
+        new spliced{shared_from_this(), next_id++, std::move(a), std::move(b), std::move(what), std::move(tunnel)});
+    auto* p = s.get();
+    relays[p->id] = [p] {
+        rstream::detail::close_stream(p->a);
+        rstream::detail::close_stream(p->b);
+    };
+    async_relay(p->a, p->b, rstream::detail::pooled_relay_buffer, {}, {}, [s = std::move(s)](relay_result moved) {
+        log::info("stream closed", {{"kind", s->what},
+                                    {"tunnel", s->tunnel},
+                                    {"bytes_in", std::to_string(moved.a_to_b)},
+                                    {"bytes_out", std::to_string(moved.b_to_a)}});
+    });
 }
 
 void engine::state::fail_pending_of(std::uint64_t session, const std::string& why) {

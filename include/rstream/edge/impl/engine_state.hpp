@@ -134,9 +134,11 @@ struct engine::state : std::enable_shared_from_this<engine::state> {
     /// connection. Throws error_with_message: offline, agent refused, timed out, capacity.
     asio::awaitable<agent_stream> open_agent_stream(std::string tunnel_id, asio::ip::address source,
                                                              std::string* stream_id = nullptr);
-    /// Splices two streams, registered so a shutdown can drain or close them.
+    /// Splices two streams, which it owns from now on, registered so a shutdown can drain or
+    /// close them. Returns at once: the relay runs on its own (async_relay), so a stream at
+    /// rest holds no coroutine of the connection that opened it.
     template <class A, class B>
-    asio::awaitable<void> splice(A& a, B& b, const std::string& what, const std::string& tunnel);
+    void splice(A a, B b, std::string what, std::string tunnel);
 
     // Published endpoints (impl/published.ipp).
     asio::awaitable<void> handle_published(asio::ip::tcp::socket socket, std::vector<std::uint8_t> hello,

@@ -88,7 +88,7 @@ asio::awaitable<void> engine::state::handle_published(asio::ip::tcp::socket sock
             log::info("published connection refused", {{"host", hostname}, {"reason", describe(e)}});
             co_return;
         }
-        co_await splice(socket, *agent, "tls-passthrough", hostname);
+        splice(std::move(socket), std::move(*agent), "tls-passthrough", hostname);
         co_return;
     }
 
@@ -130,7 +130,7 @@ asio::awaitable<void> engine::state::handle_published(asio::ip::tcp::socket sock
         co_return;
     }
     if (!(props.has_upstream_tls() && props.upstream_tls().value())) {
-        co_await splice(down, *agent, "tls", hostname);
+        splice(std::move(down), std::move(*agent), "tls", hostname);
         co_return;
     }
     // Re-encrypted toward the upstream, offering the ALPN the client negotiated (else the
@@ -151,7 +151,7 @@ asio::awaitable<void> engine::state::handle_published(asio::ip::tcp::socket sock
         log::info("published connection closed", {{"host", hostname}, {"reason", describe(e)}});
         co_return;
     }
-    co_await splice(down, up, "tls", hostname);
+    splice(std::move(down), std::move(up), "tls", hostname);
 }
 
 std::shared_ptr<tunnel_upstream> engine::state::upstream_of(const std::string& tunnel_id) {
@@ -299,7 +299,7 @@ asio::awaitable<void> engine::state::tcp_accept_loop(std::string tunnel_id,
                     log::info("tcp connection closed", {{"tunnel", tunnel_id}, {"reason", describe(e)}});
                     co_return;
                 }
-                co_await self->splice(socket, *agent, "tcp", tunnel_id);
+                self->splice(std::move(socket), std::move(*agent), "tcp", tunnel_id);
             },
             asio::detached);
     }
