@@ -69,30 +69,41 @@ inline asio::awaitable<void> forward_one(stream s, forward_target target,
     }
     if (on_event)
         on_event(ev);
+    // From here on the relay runs on its own and its completion handler owns both ends, so
+    // this coroutine ends and an idle stream holds no frame of it.
+    struct forwarded {
+        stream s;
+        asio::ip::tcp::socket upstream;
+        forward_event ev;
+        std::function<void(const forward_event&)> on_event;
+        std::chrono::steady_clock::time_point started;
+    };
+    auto f = std::make_unique<forwarded>(
+        forwarded{std::move(s), std::move(upstream), std::move(ev), std::move(on_event), started});
+    auto* p = f.get();
     // Published http tunnels: show each request the engine sends through this stream.
-    std::shared_ptr<http_observer> watcher;
-    relay_result r;
+    detail::relay_tap requests, responses;
     if (settings.observe_http) {
-        auto request_event = ev;
-        watcher = std::make_shared<http_observer>([on_event, request_event](const http_exchange& x) mutable {
+        auto request_event = p->ev;
+        auto watcher = std::make_shared<http_observer>([on = p->on_event, request_event](const http_exchange& x) mutable {
             request_event.what = forward_event::kind::http_request;
             request_event.http = x;
-            if (on_event)
-                on_event(request_event);
+            if (on)
+                on(request_event);
         });
-        // Named, not written inside the co_await expression (GCC 12 mishandles lambdas there).
-        detail::relay_tap requests = [watcher](const void* d, std::size_t n) { watcher->requests(d, n); };
-        detail::relay_tap responses = [watcher](const void* d, std::size_t n) { watcher->responses(d, n); };
-        r = co_await relay(s, upstream, detail::pooled_relay_buffer, requests, responses);
-    } else {
-        r = co_await relay(s, upstream);
+        requests = [watcher](const void* d, std::size_t n) { watcher->requests(d, n); };
+        responses = [watcher](const void* d, std::size_t n) { watcher->responses(d, n); };
     }
-    ev.what = forward_event::kind::closed;
-    ev.bytes_in = r.a_to_b;
-    ev.bytes_out = r.b_to_a;
-    ev.duration = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started);
-    if (on_event)
-        on_event(ev);
+    async_relay(p->s, p->upstream, detail::pooled_relay_buffer, std::move(requests), std::move(responses),
+                [f = std::move(f)](relay_result r) {
+                    f->ev.what = forward_event::kind::closed;
+                    f->ev.bytes_in = r.a_to_b;
+                    f->ev.bytes_out = r.b_to_a;
+                    f->ev.duration = std::chrono::duration_cast<std::chrono::milliseconds>(
+                        std::chrono::steady_clock::now() - f->started);
+                    if (f->on_event)
+                        f->on_event(f->ev);
+                });
 }
 
 } // namespace detail
