@@ -7,6 +7,7 @@
 
 #include <boost/asio/read.hpp>
 
+#include <memory>
 #include <optional>
 #include <utility>
 
@@ -42,15 +43,31 @@ struct outcome {
     }
 };
 
+/// left ↔ a, relayed to b (a byte_stream over a socket) ↔ right; the relay started.
+struct relayed_pair {
+    tcp::socket left, a, right;
+    byte_stream b;
+    outcome out;
+};
+
+asio::awaitable<std::unique_ptr<relayed_pair>> start_relayed_pair() {
+    auto [left, a] = co_await socket_pair();
+    auto [b_socket, right] = co_await socket_pair();
+    auto p = std::unique_ptr<relayed_pair>(
+        new relayed_pair{std::move(left), std::move(a), std::move(right), make_byte_stream(std::move(b_socket)), {}});
+    async_relay(p->a, p->b, detail::pooled_relay_buffer, {}, {},
+                [out = &p->out](relay_result r) { out->result = r; });
+    co_return p;
+}
+
 } // namespace
 
 TEST_CASE("async_relay: bytes and a half-close each way, counted, between a socket and a byte_stream") {
     run_scenario([](asio::io_context&) -> asio::awaitable<void> {
-        auto [left, a] = co_await socket_pair();
-        auto [b_socket, right] = co_await socket_pair();
-        byte_stream b = make_byte_stream(std::move(b_socket));
-        outcome out;
-        async_relay(a, b, detail::pooled_relay_buffer, {}, {}, [&out](relay_result r) { out.result = r; });
+        auto p = co_await start_relayed_pair();
+        auto& left = p->left;
+        auto& right = p->right;
+        auto& out = p->out;
 
         const std::string up = pattern(3 * 1024 * 1024, 1), down = pattern(1024 * 1024 + 7, 2);
         co_await asio::async_write(left, asio::buffer(up), asio::use_awaitable);
@@ -76,11 +93,10 @@ TEST_CASE("async_relay: bytes and a half-close each way, counted, between a sock
 
 TEST_CASE("async_relay: a reset on one side reaches the other as a reset, never as an end of data") {
     run_scenario([](asio::io_context&) -> asio::awaitable<void> {
-        auto [left, a] = co_await socket_pair();
-        auto [b_socket, right] = co_await socket_pair();
-        byte_stream b = make_byte_stream(std::move(b_socket));
-        outcome out;
-        async_relay(a, b, detail::pooled_relay_buffer, {}, {}, [&out](relay_result r) { out.result = r; });
+        auto p = co_await start_relayed_pair();
+        auto& left = p->left;
+        auto& right = p->right;
+        auto& out = p->out;
 
         const std::string partial = "partial";
         co_await asio::async_write(left, asio::buffer(partial), asio::use_awaitable);
