@@ -208,26 +208,8 @@ public:
         }
     }
     void wait_readable(byte_stream::done_handler handler) override {
-        if constexpr (requires { stream_.has_buffered_input(); stream_.socket(); }) {
-            // A TLS stream, without a coroutine: an idle stream waits here for as long as it
-            // lasts, and a coroutine frame per wait would cost memory and a spawn each time.
-            if (stream_.has_buffered_input())
-                asio::post(stream_.get_executor(),
-                           [h = std::move(handler)]() mutable { std::move(h)(boost::system::error_code{}); });
-            else
-                stream_.socket().async_wait(asio::socket_base::wait_read, std::move(handler));
-        } else if constexpr (requires { stream_.async_wait_readable(asio::detached); }) {
-            stream_.async_wait_readable(std::move(handler));
-        } else if constexpr (requires { stream_.async_wait_readable(); }) {
-            asio::co_spawn(stream_.get_executor(), stream_.async_wait_readable(),
-                           [h = std::move(handler)](std::exception_ptr, boost::system::error_code ec) mutable {
-                               std::move(h)(ec);
-                           });
-        } else if constexpr (requires { stream_.async_wait(asio::socket_base::wait_read, asio::detached); }) {
-            stream_.async_wait(asio::socket_base::wait_read, std::move(handler));
-        } else {
-            byte_stream::impl::wait_readable(std::move(handler));
-        }
+        // Without a coroutine: an idle stream waits here for as long as it lasts.
+        rstream::detail::async_wait_readable_of(stream_, std::move(handler));
     }
     std::size_t try_read_some(asio::mutable_buffer buffer, boost::system::error_code& ec) override {
         return rstream::detail::try_read(stream_, buffer, ec);
