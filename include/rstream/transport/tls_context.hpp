@@ -17,6 +17,12 @@ inline constexpr const char* agent_alpn = "rstrm/1";
 
 using ssl_ctx_ptr = std::shared_ptr<SSL_CTX>;
 
+/// The TLS 1.3 cipher suites our contexts offer and pick, fastest first: AES-128-GCM costs
+/// about a tenth less CPU per byte than AES-256-GCM (OpenSSL's default first choice), and
+/// every byte a tunnel carries crosses it twice.
+inline constexpr const char* tls13_ciphersuites =
+    "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256";
+
 /// A client context for the agent transport: TLS 1.3 only, the engine certificate verified
 /// against tls.ca_file (or the system store) unless insecure_skip_verify, and the client
 /// certificate of mTLS when set. Throws error_with_message naming the file at fault.

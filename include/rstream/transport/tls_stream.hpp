@@ -1,4 +1,4 @@
-// A TLS stream over a TCP socket, driven by OpenSSL through memory BIOs.
+// A TLS stream over a TCP socket, driven by OpenSSL through a BIO of our own.
 //
 // Why not asio::ssl::stream: rstrm/1 carries a stream half-close as a TLS close_notify
 // while the other direction keeps flowing (docs/protocol.md, inbound stream), which
@@ -142,19 +142,28 @@ struct uninitialized_allocator : std::allocator<T> {
 } // namespace detail
 
 struct tls_stream::state {
+    using byte_vector = std::vector<std::uint8_t, detail::uninitialized_allocator<std::uint8_t>>;
+
     asio::ip::tcp::socket socket;
     SSL* ssl = nullptr;
-    BIO* rbio = nullptr;  // network -> OpenSSL
-    BIO* wbio = nullptr;  // OpenSSL -> network
-    std::vector<std::uint8_t, detail::uninitialized_allocator<std::uint8_t>> out;  // ciphertext waiting to be written
+    // OpenSSL's BIO is this state (impl/tls_stream.ipp): it reads the socket straight into
+    // OpenSSL's read buffer and appends the records OpenSSL writes to `out`, so a byte is
+    // copied once on each side of the cipher.
+    byte_vector out;    // ciphertext waiting to be written
+    byte_vector later;  // ciphertext produced (by a read: an alert, a key update) while `out` is written
+    bool writing = false;  // a write of `out` is in flight
+    std::vector<std::uint8_t> in;  // bytes read before the stream existed (a peeked ClientHello)
+    std::size_t in_used = 0;
+    bool socket_reads = false;     // the BIO may read the socket now (else it reports "retry")
     bool read_eof = false;
-    bool more_on_socket = false;  // the last read of the socket filled a whole chunk
+    bool more_on_socket = false;  // the last read of the socket filled what was asked
+    boost::system::error_code read_error;  // the socket's read failure, reported by the next read
 
     explicit state(asio::ip::tcp::socket s) : socket(std::move(s)) {}
-    /// Moves what OpenSSL produced into `out`.
-    RSTREAM_DECL void drain_output();
-    /// After the handshake: gives back the memory its largest flight (certificates) left in
-    /// `out` and in the memory BIOs, which an idle connection would otherwise keep.
+    /// Called when the write of `out` is done: what came meanwhile is next.
+    RSTREAM_DECL void written();
+    /// After the handshake: gives back the memory its largest flight (certificates) and a
+    /// prefed ClientHello left, which an idle connection would otherwise keep.
     RSTREAM_DECL void release_handshake_buffers();
     /// Maps the last OpenSSL failure to an error code.
     RSTREAM_DECL boost::system::error_code ssl_failure(int ret);
@@ -164,7 +173,8 @@ inline tls_stream::executor_type tls_stream::get_executor() noexcept { return st
 inline asio::ip::tcp::socket& tls_stream::socket() noexcept { return state_->socket; }
 inline SSL* tls_stream::native_handle() noexcept { return state_->ssl; }
 inline bool tls_stream::has_buffered_input() const noexcept {
-    return state_->read_eof || SSL_has_pending(state_->ssl) || BIO_ctrl_pending(state_->rbio) > 0;
+    return state_->read_eof || state_->read_error || SSL_has_pending(state_->ssl) ||
+           state_->in_used < state_->in.size();
 }
 
 } // namespace rstream::transport

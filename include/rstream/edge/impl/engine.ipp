@@ -91,6 +91,9 @@ std::shared_ptr<SSL_CTX> make_published_context(const engine_credentials& creds)
     SSL_CTX_set_min_proto_version(ctx.get(), TLS1_2_VERSION);
     SSL_CTX_set_num_tickets(ctx.get(), 0);
     SSL_CTX_set_mode(ctx.get(), SSL_MODE_RELEASE_BUFFERS);
+    // TLS 1.3: the engine's order decides (clients such as curl put AES-256 first).
+    SSL_CTX_set_ciphersuites(ctx.get(), transport::tls13_ciphersuites);
+    SSL_CTX_set_options(ctx.get(), SSL_OP_CIPHER_SERVER_PREFERENCE);
     if (SSL_CTX_use_certificate_chain_file(ctx.get(), creds.cert_file.c_str()) != 1 ||
         SSL_CTX_use_PrivateKey_file(ctx.get(), creds.key_file.c_str(), SSL_FILETYPE_PEM) != 1)
         throw_error(error::invalid_configuration, "cannot load the engine certificate '" + creds.cert_file +
@@ -104,6 +107,8 @@ std::shared_ptr<SSL_CTX> make_agent_context(const engine_credentials& creds) {
     SSL_CTX_set_min_proto_version(ctx.get(), TLS1_3_VERSION);
     SSL_CTX_set_num_tickets(ctx.get(), 0);  // no resumption: nothing for the read path to write
     SSL_CTX_set_mode(ctx.get(), SSL_MODE_RELEASE_BUFFERS);
+    SSL_CTX_set_ciphersuites(ctx.get(), transport::tls13_ciphersuites);
+    SSL_CTX_set_options(ctx.get(), SSL_OP_CIPHER_SERVER_PREFERENCE);
     if (SSL_CTX_use_certificate_chain_file(ctx.get(), creds.cert_file.c_str()) != 1)
         throw_error(error::invalid_configuration,
                     "cannot load the engine certificate '" + creds.cert_file + "': " + openssl_error());

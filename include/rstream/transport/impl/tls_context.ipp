@@ -30,6 +30,7 @@ ssl_ctx_ptr make_client_context(const client_config& config) {
         throw_error(error::internal, "cannot create a TLS context: " + last_openssl_error());
     // docs/protocol.md, transport: TLS 1.3 only on the agent transport.
     SSL_CTX_set_min_proto_version(ctx.get(), TLS1_3_VERSION);
+    SSL_CTX_set_ciphersuites(ctx.get(), tls13_ciphersuites);
     SSL_CTX_set_mode(ctx.get(), SSL_MODE_RELEASE_BUFFERS);
     if (config.tls.insecure_skip_verify) {
         SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_NONE, nullptr);

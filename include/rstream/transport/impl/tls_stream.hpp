@@ -15,41 +15,14 @@ namespace rstream::transport::detail {
 /// the ciphertext buffer stays small.
 inline constexpr std::size_t max_write_batch = 256 * 1024;
 
-/// Most ciphertext moved from the socket to OpenSSL at once.
+/// OpenSSL's read buffer: the most ciphertext one read of the socket takes (OpenSSL reads
+/// ahead into it and decrypts in place). Given back whenever it is empty
+/// (SSL_MODE_RELEASE_BUFFERS), so an idle stream holds none.
 inline constexpr std::size_t tls_read_chunk = 256 * 1024;
 
 /// A ciphertext buffer above this is given back once its write is done (an idle stream
 /// keeps none of what a bulk transfer needed).
 inline constexpr std::size_t kept_write_buffer = 32 * 1024;
-
-/// Where ciphertext read from a socket stays until OpenSSL has it: one buffer per thread,
-/// used only between a readiness wait and the BIO_write right after it, so a stream that
-/// waits for data holds no buffer of its own.
-inline std::span<std::uint8_t> read_scratch() {
-    thread_local std::unique_ptr<std::uint8_t[]> buffer(new std::uint8_t[tls_read_chunk]);
-    return {buffer.get(), tls_read_chunk};
-}
-
-/// Moves what the socket has (it is readable, or at end) into OpenSSL's read BIO without
-/// blocking. Returns would_block when nothing was there after all.
-inline boost::system::error_code feed_from_socket(tls_stream::state& s) {
-    auto scratch = read_scratch();
-    boost::system::error_code ec;
-    std::size_t n = s.socket.read_some(asio::buffer(scratch.data(), scratch.size()), ec);
-    s.more_on_socket = false;
-    if (ec == asio::error::eof) {
-        s.read_eof = true;
-        return {};
-    }
-    if (ec)
-        return ec;
-    if (BIO_write(s.rbio, scratch.data(), static_cast<int>(n)) != static_cast<int>(n))
-        return make_error_code(error::internal);
-    // A full chunk: the socket most likely holds more, so the next read tries it before it
-    // waits (a bulk transfer then needs no readiness wait, and no epoll_ctl, per read).
-    s.more_on_socket = n == scratch.size();
-    return {};
-}
 
 /// Reads what can be had without waiting into `target`: plaintext OpenSSL holds, then (when
 /// `feed`, or while the socket is known to hold more) ciphertext from the socket, record after
@@ -61,34 +34,29 @@ inline std::size_t read_available(tls_stream::state& s, asio::mutable_buffer tar
     auto* p = static_cast<std::uint8_t*>(target.data());
     std::size_t total = 0;
     while (total < target.size()) {
+        // The socket is read when nothing was read yet (as asked) or when its last read
+        // filled all OpenSSL asked for; otherwise what there is goes to the caller now.
+        s.socket_reads = (total == 0 && feed) || s.more_on_socket;
         std::size_t got = 0;
         ERR_clear_error();
         int r = SSL_read_ex(s.ssl, p + total, target.size() - total, &got);
+        s.socket_reads = false;
         if (r == 1) {
             total += got;
+            feed = false;
             continue;
         }
         int err = SSL_get_error(s.ssl, r);
         if (err == SSL_ERROR_WANT_READ) {
-            if (s.read_eof) {
-                if (total == 0)
-                    ec = asio::ssl::error::stream_truncated;
+            if (total > 0)
                 return total;
-            }
-            // The socket is read again only when nothing was read yet (as asked) or when the
-            // last read filled a whole chunk; otherwise what there is goes to the caller now.
-            if (!(total == 0 && feed) && !s.more_on_socket)
-                break;
-            feed = false;
-            auto fed = feed_from_socket(s);
-            if (fed == asio::error::would_block || fed == asio::error::try_again)
-                break;
-            if (fed) {
-                if (total == 0)
-                    ec = fed;
-                return total;
-            }
-            continue;
+            if (s.read_error)
+                ec = s.read_error;
+            else if (s.read_eof)
+                ec = asio::ssl::error::stream_truncated;
+            else
+                ec = asio::error::would_block;
+            return 0;
         }
         // The end (close_notify) or a failure: what was read first goes out first; OpenSSL
         // reports the same again on the next read.
@@ -96,8 +64,6 @@ inline std::size_t read_available(tls_stream::state& s, asio::mutable_buffer tar
             ec = err == SSL_ERROR_ZERO_RETURN ? boost::system::error_code(asio::error::eof) : s.ssl_failure(r);
         return total;
     }
-    if (total == 0)
-        ec = asio::error::would_block;
     return total;
 }
 
@@ -154,9 +120,12 @@ struct tls_write_op {
     template <class Self>
     void operator()(Self& self, boost::system::error_code ec = {}, std::size_t = 0) {
         if (started) {
-            s->out.clear();
-            if (s->out.capacity() > kept_write_buffer)
-                decltype(s->out)().swap(s->out);
+            s->written();
+            // What a read produced meanwhile (an alert) follows at once.
+            if (!ec && !s->out.empty()) {
+                s->writing = true;
+                return asio::async_write(s->socket, asio::buffer(s->out), transfer_whole, std::move(self));
+            }
             return self.complete(ec, ec ? 0 : consumed);
         }
         started = true;
@@ -165,6 +134,8 @@ struct tls_write_op {
             std::size_t take = std::min(b.size(), max_write_batch - consumed);
             if (take == 0)
                 continue;
+            // Records land in `out` (the BIO appends them); room for all of them at once.
+            s->out.reserve(s->out.size() + take + take / 256 + 64);
             std::size_t written = 0;
             ERR_clear_error();
             int r = SSL_write_ex(s->ssl, b.data(), take, &written);
@@ -177,11 +148,11 @@ struct tls_write_op {
             if (consumed >= max_write_batch)
                 break;
         }
-        s->drain_output();
         if (s->out.empty()) {
             auto ex = s->socket.get_executor();
             return asio::post(ex, asio::append(std::move(self), boost::system::error_code{}, 0));
         }
+        s->writing = true;
         asio::async_write(s->socket, asio::buffer(s->out), transfer_whole, std::move(self));
     }
 };

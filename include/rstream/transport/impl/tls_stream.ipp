@@ -7,8 +7,14 @@
 #include <boost/asio/ssl/error.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include <openssl/bio.h>
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
+
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <cstring>
 
 namespace rstream::transport {
 
@@ -20,19 +26,125 @@ std::string openssl_error_text(unsigned long e) {
 }
 } // namespace
 
+namespace detail {
+
+// The BIO under every tls_stream. Its data is the stream's state.
+//
+// Reading: bytes handed over before the stream existed (prefeed) first, then the socket, read
+// without blocking straight into OpenSSL's buffer, but only while the state allows it
+// (`socket_reads`, set around SSL_read by read_available): a read that would only find the
+// socket empty costs a system call, so it is made when the socket was reported readable or
+// the last read filled all that was asked. Empty, closed and failed all report "retry", which
+// SSL_read turns into SSL_ERROR_WANT_READ; the state says which it was (read_eof, read_error).
+//
+// Writing: records are appended to `out`, which the stream's write sends, or to `later`
+// while that write is in flight (a read can produce an alert or a key update meanwhile).
+namespace {
+
+int bio_write(BIO* bio, const char* data, std::size_t size, std::size_t* written) {
+    auto* s = static_cast<tls_stream::state*>(BIO_get_data(bio));
+    BIO_clear_retry_flags(bio);
+    auto& to = s->writing ? s->later : s->out;
+    to.insert(to.end(), reinterpret_cast<const std::uint8_t*>(data),
+              reinterpret_cast<const std::uint8_t*>(data) + size);
+    *written = size;
+    return 1;
+}
+
+int bio_read(BIO* bio, char* data, std::size_t size, std::size_t* read) {
+    auto* s = static_cast<tls_stream::state*>(BIO_get_data(bio));
+    BIO_clear_retry_flags(bio);
+    *read = 0;
+    if (s->in_used < s->in.size()) {
+        std::size_t n = std::min(size, s->in.size() - s->in_used);
+        std::memcpy(data, s->in.data() + s->in_used, n);
+        s->in_used += n;
+        *read = n;
+        return 1;
+    }
+    if (s->read_eof || s->read_error || !s->socket_reads || size == 0) {
+        BIO_set_retry_read(bio);
+        return 0;
+    }
+    for (;;) {
+        ssize_t n = ::recv(s->socket.native_handle(), data, size, 0);
+        if (n > 0) {
+            // All that was asked: the socket most likely holds more, so the next read tries it
+            // before it waits (a bulk transfer then needs no readiness wait per read).
+            s->more_on_socket = static_cast<std::size_t>(n) == size;
+            s->socket_reads = s->more_on_socket;
+            *read = static_cast<std::size_t>(n);
+            return 1;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n == 0)
+            s->read_eof = true;
+        else if (errno != EAGAIN && errno != EWOULDBLOCK)
+            s->read_error = boost::system::error_code(errno, asio::error::get_system_category());
+        s->more_on_socket = false;
+        s->socket_reads = false;
+        BIO_set_retry_read(bio);
+        return 0;
+    }
+}
+
+long bio_ctrl(BIO* bio, int cmd, long, void*) {
+    auto* s = static_cast<tls_stream::state*>(BIO_get_data(bio));
+    switch (cmd) {
+    case BIO_CTRL_FLUSH:
+        return 1;  // `out` is written by the stream
+    case BIO_CTRL_PENDING:
+        return s ? static_cast<long>(s->in.size() - s->in_used) : 0;
+    case BIO_CTRL_WPENDING:
+        return s ? static_cast<long>(s->out.size() + s->later.size()) : 0;
+    case BIO_CTRL_EOF:
+        return s && s->read_eof ? 1 : 0;
+    default:
+        return 0;
+    }
+}
+
+int bio_create(BIO* bio) {
+    BIO_set_init(bio, 1);
+    return 1;
+}
+
+BIO_METHOD* stream_bio_method() {
+    // Created once and kept for the life of the program (BIOs refer to it).
+    static BIO_METHOD* method = [] {
+        BIO_METHOD* m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "rstream tls_stream");
+        if (m) {
+            BIO_meth_set_write_ex(m, bio_write);
+            BIO_meth_set_read_ex(m, bio_read);
+            BIO_meth_set_ctrl(m, bio_ctrl);
+            BIO_meth_set_create(m, bio_create);
+        }
+        return m;
+    }();
+    return method;
+}
+
+} // namespace
+} // namespace detail
+
 tls_stream::tls_stream(asio::ip::tcp::socket socket, SSL_CTX* ctx, tls_role role)
     : state_(std::make_unique<state>(std::move(socket))) {
     // Reads wait for readiness and then read without blocking (impl/tls_stream.hpp).
     boost::system::error_code ignored;
     state_->socket.non_blocking(true, ignored);
     state_->ssl = SSL_new(ctx);
-    if (!state_->ssl)
+    BIO* bio = detail::stream_bio_method() ? BIO_new(detail::stream_bio_method()) : nullptr;
+    if (!state_->ssl || !bio) {
+        BIO_free(bio);
         throw_error(error::internal, "cannot create a TLS session: " + openssl_error_text(ERR_get_error()));
-    state_->rbio = BIO_new(BIO_s_mem());
-    state_->wbio = BIO_new(BIO_s_mem());
-    // An empty memory BIO reports "retry" instead of EOF, which SSL_read maps to WANT_READ.
-    BIO_set_mem_eof_return(state_->rbio, -1);
-    SSL_set_bio(state_->ssl, state_->rbio, state_->wbio);
+    }
+    BIO_set_data(bio, state_.get());  // the state stays where it is when the stream moves
+    SSL_set_bio(state_->ssl, bio, bio);  // one reference, freed with the session
+    // OpenSSL reads as much ciphertext as there is room for, up to tls_read_chunk, in one
+    // system call, and decrypts it where it landed.
+    SSL_set_read_ahead(state_->ssl, 1);
+    SSL_set_default_read_buffer_len(state_->ssl, detail::tls_read_chunk);
     if (role == tls_role::client)
         SSL_set_connect_state(state_->ssl);
     else
@@ -41,7 +153,7 @@ tls_stream::tls_stream(asio::ip::tcp::socket socket, SSL_CTX* ctx, tls_role role
 
 tls_stream::~tls_stream() {
     if (state_ && state_->ssl)
-        SSL_free(state_->ssl);  // frees both BIOs
+        SSL_free(state_->ssl);  // frees the BIO
 }
 
 tls_stream::tls_stream(tls_stream&&) noexcept = default;
@@ -81,8 +193,10 @@ void tls_stream::set_alpn(const std::vector<std::string>& protocols) {
 }
 
 void tls_stream::prefeed(std::span<const std::uint8_t> bytes) {
-    if (!bytes.empty())
-        BIO_write(state_->rbio, bytes.data(), static_cast<int>(bytes.size()));
+    auto& s = *state_;
+    s.in.erase(s.in.begin(), s.in.begin() + static_cast<std::ptrdiff_t>(s.in_used));
+    s.in_used = 0;
+    s.in.insert(s.in.end(), bytes.begin(), bytes.end());
 }
 
 std::string tls_stream::selected_alpn() const {
@@ -92,34 +206,22 @@ std::string tls_stream::selected_alpn() const {
     return data ? std::string(reinterpret_cast<const char*>(data), len) : std::string();
 }
 
-void tls_stream::state::drain_output() {
-    std::size_t pending = BIO_ctrl_pending(wbio);
-    if (pending == 0)
-        return;
-    std::size_t old = out.size();
-    out.resize(old + pending);
-    int n = BIO_read(wbio, out.data() + old, static_cast<int>(pending));
-    out.resize(old + (n > 0 ? static_cast<std::size_t>(n) : 0));
+void tls_stream::state::written() {
+    writing = false;
+    out.clear();
+    if (!later.empty()) {
+        out.insert(out.end(), later.begin(), later.end());
+        byte_vector().swap(later);
+    }
+    if (out.empty() && out.capacity() > detail::kept_write_buffer)
+        byte_vector().swap(out);
 }
 
 void tls_stream::state::release_handshake_buffers() {
     if (out.empty())
-        decltype(out)().swap(out);
-    // A memory BIO keeps its largest size; a fresh one starts empty. The read side may
-    // already hold the peer's first records, which stay where they are.
-    if (BIO_ctrl_pending(wbio) == 0) {
-        if (BIO* fresh = BIO_new(BIO_s_mem())) {
-            SSL_set0_wbio(ssl, fresh);  // frees the old one
-            wbio = fresh;
-        }
-    }
-    if (BIO_ctrl_pending(rbio) == 0) {
-        if (BIO* fresh = BIO_new(BIO_s_mem())) {
-            BIO_set_mem_eof_return(fresh, -1);
-            SSL_set0_rbio(ssl, fresh);
-            rbio = fresh;
-        }
-    }
+        byte_vector().swap(out);
+    if (in_used == in.size())
+        std::vector<std::uint8_t>().swap(in), in_used = 0;
 }
 
 boost::system::error_code tls_stream::state::ssl_failure(int ret) {
@@ -136,18 +238,21 @@ boost::system::error_code tls_stream::state::ssl_failure(int ret) {
 
 asio::awaitable<void> tls_stream::async_handshake() {
     auto& s = *state_;
+    bool readable = false;  // the socket was reported readable (the first step has no need of it)
     for (;;) {
         ERR_clear_error();
+        s.socket_reads = readable;
         int r = SSL_do_handshake(s.ssl);
+        s.socket_reads = false;
         int err = r == 1 ? SSL_ERROR_NONE : SSL_get_error(s.ssl, r);
         unsigned long detail = err == SSL_ERROR_SSL ? ERR_peek_last_error() : 0;
         // Send what OpenSSL produced: handshake messages, or an alert explaining a failure.
-        s.drain_output();
         if (!s.out.empty()) {
             boost::system::error_code wec;
+            s.writing = true;
             co_await asio::async_write(s.socket, asio::buffer(s.out),
                                        asio::redirect_error(asio::use_awaitable, wec));
-            s.out.clear();
+            s.written();
             if (wec && err == SSL_ERROR_NONE)
                 throw_error(wec, "TLS handshake: " + wec.message());
         }
@@ -156,12 +261,13 @@ asio::awaitable<void> tls_stream::async_handshake() {
             co_return;
         }
         if (err == SSL_ERROR_WANT_READ) {
+            if (s.read_error)
+                throw boost::system::system_error(s.read_error);
             if (s.read_eof)
                 throw_error(asio::error::eof, "TLS handshake: the peer closed the connection");
+            // OpenSSL took all it had (prefed bytes, what it read ahead): the socket is next.
             co_await s.socket.async_wait(asio::socket_base::wait_read, asio::use_awaitable);
-            auto fed = detail::feed_from_socket(s);
-            if (fed && fed != asio::error::would_block && fed != asio::error::try_again)
-                throw boost::system::system_error(fed);
+            readable = true;
             continue;
         }
         long verify = SSL_get_verify_result(s.ssl);
@@ -185,11 +291,12 @@ asio::awaitable<void> tls_stream::async_shutdown_send() {
     auto& s = *state_;
     ERR_clear_error();
     SSL_shutdown(s.ssl);  // queues close_notify; we do not wait for the peer's
-    s.drain_output();
     if (!s.out.empty()) {
+        // A read of the other direction may run meanwhile: what it produces waits in `later`.
         boost::system::error_code ec;
+        s.writing = true;
         co_await asio::async_write(s.socket, asio::buffer(s.out), asio::redirect_error(asio::use_awaitable, ec));
-        s.out.clear();
+        s.written();
     }
     boost::system::error_code ignored;
     s.socket.shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
@@ -220,10 +327,9 @@ void tls_stream::close() noexcept {
 void tls_stream::close_gracefully() noexcept {
     auto& s = *state_;
     // A write in flight owns `out`: its record may be half sent, so nothing can follow it.
-    if (s.socket.is_open() && s.out.empty() && SSL_is_init_finished(s.ssl)) {
+    if (s.socket.is_open() && !s.writing && SSL_is_init_finished(s.ssl)) {
         ERR_clear_error();
         SSL_shutdown(s.ssl);  // queues close_notify (nothing new if one was sent already)
-        s.drain_output();
         if (!s.out.empty()) {
             // Never blocks: a full send buffer means the peer reads a truncation instead.
             boost::system::error_code ec;
