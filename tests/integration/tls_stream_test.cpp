@@ -95,8 +95,11 @@ asio::awaitable<std::string> receive_all(tls_stream& s, std::size_t piece, boost
     }
 }
 
-/// Starts writing `data` from `s` (its end lands in `done`: no error, or the write's).
-void start_write(tls_stream& s, const std::string& data, std::optional<boost::system::error_code>& done) {
+/// Starts writing `data` from `s` and gives it time to fill the sockets: with nobody reading
+/// at the other end, the write stays in flight. Its end lands in `done` (no error, or the
+/// write's).
+asio::awaitable<void> start_write_in_flight(tls_stream& s, const std::string& data,
+                                            std::optional<boost::system::error_code>& done) {
     asio::co_spawn(s.get_executor(), asio::async_write(s, asio::buffer(data), asio::use_awaitable),
                    [&done](std::exception_ptr e, std::size_t) {
                        try {
@@ -107,6 +110,8 @@ void start_write(tls_stream& s, const std::string& data, std::optional<boost::sy
                            done = se.code();
                        }
                    });
+    co_await sleep_for(100ms);
+    CHECK(!done);
 }
 
 } // namespace
@@ -175,9 +180,7 @@ TEST_CASE("tls_stream: a key update the peer asks for while a large write waits 
         // server's write stays in flight.
         const auto big = test::pattern(24u << 20, 4);
         std::optional<boost::system::error_code> big_written;
-        start_write(*p.server, big, big_written);
-        co_await sleep_for(100ms);
-        CHECK(!big_written);
+        co_await start_write_in_flight(*p.server, big, big_written);
         // The client asks for a key update, which goes with its next record; the server reads
         // it (and must answer with a key update of its own) while its write is still waiting.
         REQUIRE(SSL_key_update(p.client->native_handle(), SSL_KEY_UPDATE_REQUESTED) == 1);
@@ -217,9 +220,7 @@ TEST_CASE("tls_stream: a forged record read while a large write waits fails the 
         auto p = co_await handshaken_pair(cctx.get(), sctx.get());
         const auto big = test::pattern(24u << 20, 5);
         std::optional<boost::system::error_code> write_ec;
-        start_write(*p.server, big, write_ec);
-        co_await sleep_for(100ms);
-        CHECK(!write_ec);
+        co_await start_write_in_flight(*p.server, big, write_ec);
         // An application-data record whose tag cannot verify, written under the TLS layer.
         std::string forged = "\x17\x03\x03";
         forged += '\0';
@@ -240,7 +241,8 @@ TEST_CASE("tls_stream: a forged record read while a large write waits fails the 
         CHECK(at_client.size() < big.size());
         CHECK(at_client == big.substr(0, at_client.size()));
         INFO("client read: " << client_ec.message());
-        CHECK(client_ec.category() == asio::error::get_ssl_category());
+        CHECK(client_ec);  // mostly the server's "bad record mac" alert; see the issue note
+        CHECK(client_ec != asio::error::would_block);
         for (int i = 0; i < 200 && !write_ec; ++i)
             co_await sleep_for(10ms);
         REQUIRE(write_ec);

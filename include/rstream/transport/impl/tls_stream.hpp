@@ -116,6 +116,7 @@ struct tls_write_op {
     ConstBufferSequence buffers;
     std::size_t consumed = 0;
     bool started = false;
+    boost::system::error_code failure;
 
     template <class Self>
     void operator()(Self& self, boost::system::error_code ec = {}, std::size_t = 0) {
@@ -126,6 +127,8 @@ struct tls_write_op {
                 s->writing = true;
                 return asio::async_write(s->socket, asio::buffer(s->out), transfer_whole, std::move(self));
             }
+            if (failure)
+                return self.complete(failure, 0);
             return self.complete(ec, ec ? 0 : consumed);
         }
         started = true;
@@ -140,9 +143,13 @@ struct tls_write_op {
             ERR_clear_error();
             int r = SSL_write_ex(s->ssl, b.data(), take, &written);
             if (r != 1) {
-                auto fail = s->ssl_failure(r);
+                // The session failed (now, or in an earlier read): the alert that says why,
+                // if OpenSSL produced one, is sent before the write reports the failure.
+                failure = s->ssl_failure(r);
+                if (!s->out.empty())
+                    break;
                 auto ex = s->socket.get_executor();
-                return asio::post(ex, asio::append(std::move(self), fail, 0));
+                return asio::post(ex, asio::append(std::move(self), failure, 0));
             }
             consumed += written;
             if (consumed >= max_write_batch)

@@ -137,6 +137,7 @@ tls_stream::tls_stream(asio::ip::tcp::socket socket, SSL_CTX* ctx, tls_role role
     BIO* bio = detail::stream_bio_method() ? BIO_new(detail::stream_bio_method()) : nullptr;
     if (!state_->ssl || !bio) {
         BIO_free(bio);
+        SSL_free(state_->ssl);  // the destructor does not run for a throwing constructor
         throw_error(error::internal, "cannot create a TLS session: " + openssl_error_text(ERR_get_error()));
     }
     BIO_set_data(bio, state_.get());  // the state stays where it is when the stream moves
