@@ -16,6 +16,10 @@ std::span<const std::uint8_t> bytes_of(const std::string& s) {
     return {reinterpret_cast<const std::uint8_t*>(s.data()), s.size()};
 }
 
+std::string text_of(std::span<const std::uint8_t> bytes) {
+    return {reinterpret_cast<const char*>(bytes.data()), bytes.size()};
+}
+
 std::string pattern(std::size_t n, unsigned seed) {
     std::string s(n, '\0');
     std::uint32_t x = seed * 2654435761u + 1;
@@ -43,10 +47,10 @@ struct inbox {
             case event::kind::control: control.push_back(e.bytes); break;
             case event::kind::opened: opened[e.stream] = e.bytes; break;
             case event::kind::data:
-                data[e.stream] += e.bytes;
+                data[e.stream] += text_of(e.data);
                 data_order.push_back(e.stream);
                 if (consume)
-                    s.consumed(e.stream, e.bytes.size());
+                    s.consumed(e.stream, e.data.size());
                 break;
             case event::kind::fin: fin[e.stream] = true; break;
             case event::kind::reset: reset[e.stream] = e.code; break;
@@ -213,9 +217,9 @@ TEST_CASE("mux: a slow reader stalls only its own stream") {
         REQUIRE_FALSE(agent.receive(bytes_of(ab)));
         for (auto& e : agent.take_events())
             if (e.what == event::kind::data) {
-                ia.data[e.stream] += e.bytes;
+                ia.data[e.stream] += text_of(e.data);
                 if (e.stream == fast)
-                    agent.consumed(fast, e.bytes.size());
+                    agent.consumed(fast, e.data.size());
             }
         agent.produce(ba, 64 * 1024);
         REQUIRE_FALSE(engine.receive(bytes_of(ba)));
@@ -302,11 +306,48 @@ TEST_CASE("mux: frames arriving whole in one read and a partial one after them a
     // Two whole frames and part of the third in one read, the rest in the next.
     const std::size_t cut = 2 * (frame_header_size + max_frame_payload) + 7;
     REQUIRE(frames.size() > cut);
-    REQUIRE_FALSE(agent.receive(bytes_of(frames.substr(0, cut))));
+    const auto first = frames.substr(0, cut), rest = frames.substr(cut);
+    REQUIRE_FALSE(agent.receive(bytes_of(first)));
     ia.take(agent, true);
     CHECK(ia.data[id].size() == 2 * max_frame_payload);
-    REQUIRE_FALSE(agent.receive(bytes_of(frames.substr(cut))));
+    REQUIRE_FALSE(agent.receive(bytes_of(rest)));
     ia.take(agent, true);
+    CHECK((ia.data[id] == payload));
+}
+
+TEST_CASE("mux: writes of every size are framed in order, and frames cut anywhere reassemble") {
+    // Small writes share a queued piece, large ones are pieces of their own; frames are cut
+    // across piece boundaries, and the reads end inside headers and payloads.
+    session engine(role::engine), agent(role::agent);
+    inbox ie, ia;
+    const auto id = engine.open("sizes");
+    pump(engine, ie, agent, ia);
+    const auto payload = pattern(900000, 11);
+    const std::size_t sizes[] = {1, 9, 100, 70000, 5, 65536, 3, 150000, 65535, 65537, 12};
+    const std::size_t reads[] = {3, 10, 11, 4096, 65545, 7, 200000};
+    std::size_t queued = 0, turn = 0, delivered_before = 0;
+    for (int round = 0; round < 10000 && ia.data[id].size() < payload.size(); ++round) {
+        if (queued < payload.size()) {
+            const std::size_t want = std::min(sizes[turn++ % std::size(sizes)], payload.size() - queued);
+            queued += engine.send_data(id, bytes_of(payload).subspan(queued, want));
+        }
+        std::string frames;
+        engine.produce(frames, 100000);
+        // Fed in pieces of varied size; each piece's events are taken before the next.
+        for (std::size_t at = 0, r = round; at < frames.size(); ++r) {
+            const std::string piece = frames.substr(at, reads[r % std::size(reads)]);
+            at += piece.size();
+            REQUIRE_FALSE(agent.receive(bytes_of(piece)));
+            ia.take(agent, true);
+        }
+        std::string back;
+        agent.produce(back, 1 << 20);
+        REQUIRE_FALSE(engine.receive(bytes_of(back)));
+        ie.take(engine, true);
+        REQUIRE(ia.data[id].size() >= delivered_before);
+        delivered_before = ia.data[id].size();
+    }
+    REQUIRE(ia.data[id].size() == payload.size());
     CHECK((ia.data[id] == payload));
 }
 
@@ -389,9 +430,12 @@ TEST_CASE("mux: frames split at every byte are reassembled") {
     std::string frames;
     while (engine.produce(frames, 1 << 20)) {
     }
-    for (char c : frames)
-        REQUIRE_FALSE(agent.receive(bytes_of(std::string(1, c))));
-    ia.take(agent, true);
+    // A data event views the bytes until the next receive(): taken after each.
+    for (char c : frames) {
+        const std::string one(1, c);
+        REQUIRE_FALSE(agent.receive(bytes_of(one)));
+        ia.take(agent, true);
+    }
     CHECK(ia.opened.at(id) == "split");
     CHECK(ia.control == std::vector<std::string>{"control"});
     CHECK((ia.data[id] == payload));

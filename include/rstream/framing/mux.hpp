@@ -86,15 +86,19 @@ struct event {
     enum class kind {
         control,   ///< stream 0: `bytes` is one rstrm/1 Message
         opened,    ///< the peer opened `stream`; `bytes` is its OPEN payload
-        data,      ///< `bytes` arrived on `stream`; call consumed() once the reader took them
+        data,      ///< `data` arrived on `stream`; call consumed() once the reader took them
         fin,       ///< the peer ended its direction of `stream`
         reset,     ///< `stream` was reset by the peer (`code`, reason in `bytes`); it is gone
         writable,  ///< `stream` has room to queue more (send_data takes bytes again)
         pong,      ///< a PING of ours came back (`bytes`: its 8 bytes)
     } what;
     std::uint32_t stream = 0;
-    std::string bytes;
+    std::string bytes;  ///< every kind but `data`
     std::uint32_t code = 0;
+    /// A `data` event's bytes: a view of what was passed to receive() (or of the session's
+    /// own buffer), valid until the next receive(); the reader copies them once, to where
+    /// they go.
+    std::span<const std::uint8_t> data{};
 };
 
 /// One multiplexed connection, without I/O. Not thread-safe: one caller (executor) at a time.
@@ -102,7 +106,8 @@ class session {
 public:
     RSTREAM_DECL session(role r, settings s = {});
 
-    /// Feeds bytes from the peer. On a connection error (malformed frame, window overrun of
+    /// Feeds bytes from the peer. The `data` events it raises view `bytes` (or the session's
+    /// own buffer): take them before the next call. On a connection error (malformed frame, window overrun of
     /// the connection, a stream id that breaks the rules) returns it and the session is
     /// failed(): the caller sends what produce() still gives and closes the connection.
     RSTREAM_DECL boost::system::error_code receive(std::span<const std::uint8_t> bytes);
@@ -141,23 +146,41 @@ public:
     RSTREAM_DECL std::uint64_t stream_credit(std::uint32_t stream) const;
 
 private:
+    /// A stream's bytes queued for sending: the pieces send_data() took, in order. Frames
+    /// are cut from the front and a piece is dropped once sent, so no byte is ever moved
+    /// within the queue (a single buffer had to be compacted as it was sent).
+    class send_queue {
+    public:
+        std::size_t size() const noexcept { return size_; }
+        RSTREAM_DECL void append(std::span<const std::uint8_t> bytes);
+        /// Moves the first `n` queued bytes (n <= size()) to the end of `out`.
+        RSTREAM_DECL void take(std::string& out, std::size_t n);
+
+    private:
+        std::vector<std::string> pieces_;
+        std::size_t head_ = 0;    // the first piece not wholly sent
+        std::size_t offset_ = 0;  // what of it was sent
+        std::size_t size_ = 0;
+    };
+
     struct stream_state {
         std::uint64_t send_credit = 0;  // what the peer still accepts from us
         std::uint64_t recv_window = 0;  // what the peer may still send us
         std::uint64_t recv_unacked = 0; // consumed by our reader, not yet given back
         std::uint64_t window = 0;       // our receive window for it (grows, see settings)
         std::uint64_t unread = 0;       // delivered to our reader, not yet consumed
-        std::string out;                // queued, not yet sent
-        std::size_t out_offset = 0;
+        send_queue out;                 // queued, not yet sent
         bool fin_queued = false;
         bool fin_sent = false;
         bool fin_received = false;
         bool scheduled = false;          // in ready_
         bool blocked_writer = false;     // send_data refused bytes: report writable later
-        std::size_t pending() const { return out.size() - out_offset; }
+        std::size_t pending() const { return out.size(); }
     };
 
     boost::system::error_code fail(error e);
+    /// A frame's length field is within the rules (else the session fails).
+    boost::system::error_code check_length(std::uint32_t length);
     /// Handles the whole frames at the start of `bytes[used..]`, advancing `used` past them.
     boost::system::error_code parse(std::span<const std::uint8_t> bytes, std::size_t& used);
     boost::system::error_code handle(frame_type type, std::uint8_t flags, std::uint32_t id,
@@ -172,7 +195,8 @@ private:
 
     role role_;
     settings settings_;
-    std::string in_;  // bytes received, not yet a whole frame
+    std::string in_;    // the start of a frame, received, not yet whole
+    std::string done_;  // a frame completed from in_ by the last receive() (its event views it)
     std::vector<event> events_;
     std::string urgent_;  // encoded control, window, reset and ping frames, sent first
     std::map<std::uint32_t, stream_state> streams_;
@@ -183,7 +207,6 @@ private:
     std::uint64_t conn_recv_window_;
     std::uint64_t conn_recv_unacked_ = 0;
     std::size_t peer_streams_ = 0;  // open streams the peer opened
-    std::size_t in_offset_ = 0;     // start of the unparsed bytes in in_
     bool failed_ = false;
 };
 

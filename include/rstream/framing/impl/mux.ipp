@@ -20,19 +20,61 @@ inline std::uint32_t get_u32(const std::uint8_t* p) {
     return (std::uint32_t(p[0]) << 24) | (std::uint32_t(p[1]) << 16) | (std::uint32_t(p[2]) << 8) | std::uint32_t(p[3]);
 }
 
-inline void encode(std::string& out, frame_type type, std::uint8_t flags, std::uint32_t id, std::string_view payload) {
-    put_u32(out, static_cast<std::uint32_t>(frame_fixed_size + payload.size()));
+inline void encode_header(std::string& out, frame_type type, std::uint8_t flags, std::uint32_t id,
+                          std::size_t payload_size) {
+    put_u32(out, static_cast<std::uint32_t>(frame_fixed_size + payload_size));
     out.push_back(static_cast<char>(type));
     out.push_back(static_cast<char>(flags));
     put_u32(out, id);
+}
+
+inline void encode(std::string& out, frame_type type, std::uint8_t flags, std::uint32_t id, std::string_view payload) {
+    encode_header(out, type, flags, id, payload.size());
     out.append(payload);
 }
+
+/// Bytes queued on a stream by small writes share a piece up to this size.
+inline constexpr std::size_t send_piece_size = 64 * 1024;
 
 /// Credit beyond this is a peer bug (RFC 9113 §6.9.1 uses 2^31-1; we allow more for
 /// bandwidth-delay products of fast links, still far from overflow).
 inline constexpr std::uint64_t max_credit = std::uint64_t(1) << 40;
 
 } // namespace detail
+
+void session::send_queue::append(std::span<const std::uint8_t> bytes) {
+    if (bytes.empty())
+        return;
+    const auto* p = reinterpret_cast<const char*>(bytes.data());
+    if (pieces_.size() > head_ && pieces_.back().size() + bytes.size() <= detail::send_piece_size)
+        pieces_.back().append(p, bytes.size());
+    else
+        pieces_.emplace_back(p, bytes.size());
+    size_ += bytes.size();
+}
+
+void session::send_queue::take(std::string& out, std::size_t n) {
+    while (n > 0) {
+        auto& piece = pieces_[head_];
+        const std::size_t m = std::min(n, piece.size() - offset_);
+        out.append(piece, offset_, m);
+        offset_ += m;
+        size_ -= m;
+        n -= m;
+        if (offset_ == piece.size()) {
+            std::string().swap(piece);  // its memory goes now, not with the last piece
+            ++head_;
+            offset_ = 0;
+        }
+    }
+    if (head_ == pieces_.size()) {
+        pieces_.clear();
+        head_ = 0;
+    } else if (head_ >= 32 && head_ * 2 >= pieces_.size()) {
+        pieces_.erase(pieces_.begin(), pieces_.begin() + static_cast<std::ptrdiff_t>(head_));
+        head_ = 0;
+    }
+}
 
 void encode_frame(const frame& f, std::string& out) {
     detail::encode(out, f.type, f.flags, f.stream_id, f.payload);
@@ -55,9 +97,8 @@ session::session(role r, settings s)
 }
 
 boost::system::error_code session::fail(error e) {
+    // in_ stays as it is: the data events of this receive() may still view it.
     failed_ = true;
-    in_.clear();
-    in_offset_ = 0;
     return make_error_code(e);
 }
 
@@ -122,27 +163,48 @@ void session::give_back_connection(std::uint64_t n) {
 boost::system::error_code session::receive(std::span<const std::uint8_t> bytes) {
     if (failed_)
         return make_error_code(error::protocol_violation);
-    if (in_offset_ == in_.size()) {
-        // Nothing held back: whole frames are handled straight from `bytes`, and only an
-        // incomplete one at the end is kept (the common case costs no copy here).
-        in_.clear();
-        in_offset_ = 0;
-        std::size_t used = 0;
-        if (auto ec = parse(bytes, used))
-            return ec;
-        in_.append(reinterpret_cast<const char*>(bytes.data()) + used, bytes.size() - used);
-        return {};
-    }
-    in_.append(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+    // The frame finished in done_ by the last call is dropped now: its data event viewed it.
+    done_.clear();
     std::size_t used = 0;
-    if (auto ec = parse({reinterpret_cast<const std::uint8_t*>(in_.data()) + in_offset_, in_.size() - in_offset_}, used))
-        return ec;
-    in_offset_ += used;
-    // Drop what was parsed once it is a good part of the buffer (amortized, no copy per frame).
-    if (in_offset_ > 0 && (in_offset_ == in_.size() || in_offset_ >= 64 * 1024)) {
-        in_.erase(0, in_offset_);
-        in_offset_ = 0;
+    if (!in_.empty()) {
+        // A frame begun in an earlier call: only its own bytes are taken from `bytes` and it
+        // is handled from done_; the frames after it are handled where they are.
+        const auto take = [&](std::size_t want) {
+            const std::size_t n = std::min(want, bytes.size() - used);
+            in_.append(reinterpret_cast<const char*>(bytes.data()) + used, n);
+            used += n;
+        };
+        if (in_.size() < 4)
+            take(4 - in_.size());
+        if (in_.size() < 4)
+            return {};
+        const std::uint32_t length = detail::get_u32(reinterpret_cast<const std::uint8_t*>(in_.data()));
+        if (auto ec = check_length(length))
+            return ec;
+        take(4 + std::size_t(length) - in_.size());
+        if (in_.size() < 4 + std::size_t(length))
+            return {};
+        done_.swap(in_);
+        in_.clear();
+        std::size_t parsed = 0;
+        if (auto ec = parse({reinterpret_cast<const std::uint8_t*>(done_.data()), done_.size()}, parsed))
+            return ec;
     }
+    // Whole frames are handled straight from `bytes`; only an incomplete one at the end is
+    // kept (the common case costs no copy here).
+    std::size_t parsed = 0;
+    if (auto ec = parse(bytes.subspan(used), parsed))
+        return ec;
+    used += parsed;
+    in_.append(reinterpret_cast<const char*>(bytes.data()) + used, bytes.size() - used);
+    return {};
+}
+
+boost::system::error_code session::check_length(std::uint32_t length) {
+    if (length < frame_fixed_size)
+        return fail(error::frame_malformed);
+    if (length > frame_fixed_size + max_frame_payload)
+        return fail(error::frame_too_large);
     return {};
 }
 
@@ -153,10 +215,8 @@ boost::system::error_code session::parse(std::span<const std::uint8_t> bytes, st
             return {};
         const auto* p = bytes.data() + used;
         const std::uint32_t length = detail::get_u32(p);
-        if (length < frame_fixed_size)
-            return fail(error::frame_malformed);
-        if (length > frame_fixed_size + max_frame_payload)
-            return fail(error::frame_too_large);
+        if (auto ec = check_length(length))
+            return ec;
         if (available < 4 + std::size_t(length))
             return {};
         const auto type = static_cast<frame_type>(p[4]);
@@ -231,7 +291,7 @@ boost::system::error_code session::handle(frame_type type, std::uint8_t flags, s
         s.recv_window -= n;
         s.unread += n;
         if (n > 0)
-            events_.push_back({event::kind::data, id, text(), 0});
+            events_.push_back({event::kind::data, id, {}, 0, payload});
         if (flags & flag_fin) {
             s.fin_received = true;
             events_.push_back({event::kind::fin, id, {}, 0});
@@ -316,11 +376,7 @@ std::size_t session::send_data(std::uint32_t stream, std::span<const std::uint8_
         s.blocked_writer = true;
     if (take == 0)
         return 0;
-    if (s.out_offset > 0 && s.out_offset == s.out.size()) {
-        s.out.clear();
-        s.out_offset = 0;
-    }
-    s.out.append(reinterpret_cast<const char*>(bytes.data()), take);
+    s.out.append(bytes.first(take));
     schedule(stream, s);
     return take;
 }
@@ -430,19 +486,10 @@ bool session::produce(std::string& out, std::size_t max) {
             }
             continue;  // the stream is out of credit: its WINDOW schedules it again
         }
-        detail::encode(out, frame_type::data, send_fin ? flag_fin : 0, id, std::string_view(s.out).substr(s.out_offset, n));
-        s.out_offset += n;
+        detail::encode_header(out, frame_type::data, send_fin ? flag_fin : 0, id, n);
+        s.out.take(out, n);
         s.send_credit -= n;
         conn_send_credit_ -= n;
-        if (s.out_offset == s.out.size()) {
-            s.out.clear();
-            s.out_offset = 0;
-        } else if (s.out_offset >= 64 * 1024 && s.out_offset >= s.pending()) {
-            // Compacted once the sent part outweighs what is left: each byte moves at most
-            // once, where compacting after every frame moved the whole queue each time.
-            s.out.erase(0, s.out_offset);
-            s.out_offset = 0;
-        }
         any = true;
         if (s.blocked_writer && s.pending() < settings_.stream_send_buffer) {
             s.blocked_writer = false;

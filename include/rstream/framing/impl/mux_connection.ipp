@@ -16,6 +16,7 @@
 #include <boost/asio/write.hpp>
 
 #include <algorithm>
+#include <cstring>
 #include <map>
 #include <span>
 #include <vector>
@@ -109,6 +110,21 @@ struct connection::state : std::enable_shared_from_this<connection::state> {
         return 0;
     }
 
+    /// Bytes arrived for `s`: a reader waiting with nothing left to read gets them straight
+    /// into its buffer (one copy from the transport's read buffer); what it has no room for,
+    /// or all of it when nobody waits, is kept for the next read.
+    void deliver(detail::stream_state& s, std::span<const std::uint8_t> bytes) {
+        if (s.available() == 0 && s.reader.armed() && s.read_buffer.size() > 0) {
+            const std::size_t n = std::min(s.read_buffer.size(), bytes.size());
+            std::memcpy(s.read_buffer.data(), bytes.data(), n);
+            session.consumed(s.id, n);
+            kick();
+            post_io(s.reader.take(), {}, n);
+            bytes = bytes.subspan(n);
+        }
+        s.in.append(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+    }
+
     /// Completes a read of `s` with what it holds now.
     void finish_read(detail::stream_state& s, asio::mutable_buffer buffer, detail::io_handler h) {
         boost::system::error_code ec;
@@ -183,18 +199,16 @@ struct connection::state : std::enable_shared_from_this<connection::state> {
             auto it = streams.find(e.stream);
             if (it == streams.end()) {
                 if (e.what == event::kind::data)
-                    session.consumed(e.stream, e.bytes.size());  // nobody reads it: credit back
+                    session.consumed(e.stream, e.data.size());  // nobody reads it: credit back
                 continue;
             }
             auto s = it->second;
             switch (e.what) {
             case event::kind::data:
                 if (s->closed)
-                    session.consumed(s->id, e.bytes.size());
-                else if (s->in.empty())
-                    s->in = std::move(e.bytes);  // no copy when the reader kept up
+                    session.consumed(s->id, e.data.size());
                 else
-                    s->in += e.bytes;
+                    deliver(*s, e.data);
                 break;
             case event::kind::fin:
                 s->fin = true;
