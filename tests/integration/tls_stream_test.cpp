@@ -241,8 +241,7 @@ TEST_CASE("tls_stream: a forged record read while a large write waits fails the 
         CHECK(at_client.size() < big.size());
         CHECK(at_client == big.substr(0, at_client.size()));
         INFO("client read: " << client_ec.message());
-        CHECK(client_ec);  // mostly the server's "bad record mac" alert; see the issue note
-        CHECK(client_ec != asio::error::would_block);
+        CHECK(client_ec.category() == asio::error::get_ssl_category());  // the server's "bad record mac" alert
         for (int i = 0; i < 200 && !write_ec; ++i)
             co_await sleep_for(10ms);
         REQUIRE(write_ec);

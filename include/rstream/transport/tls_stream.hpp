@@ -158,6 +158,9 @@ struct tls_stream::state {
     bool read_eof = false;
     bool more_on_socket = false;  // the last read of the socket filled what was asked
     boost::system::error_code read_error;  // the socket's read failure, reported by the next read
+    // How the session ended (eof for close_notify, or its failure); every later read reports
+    // it, including after a read that returned the bytes that came before it.
+    boost::system::error_code ended;
 
     explicit state(asio::ip::tcp::socket s) : socket(std::move(s)) {}
     /// Called when the write of `out` is done: what came meanwhile is next.
@@ -165,7 +168,7 @@ struct tls_stream::state {
     /// After the handshake: gives back the memory its largest flight (certificates) and a
     /// prefed ClientHello left, which an idle connection would otherwise keep.
     RSTREAM_DECL void release_handshake_buffers();
-    /// Maps the last OpenSSL failure to an error code.
+    /// Maps the last OpenSSL failure to an error code and records it in `ended`.
     RSTREAM_DECL boost::system::error_code ssl_failure(int ret);
 };
 
@@ -173,7 +176,7 @@ inline tls_stream::executor_type tls_stream::get_executor() noexcept { return st
 inline asio::ip::tcp::socket& tls_stream::socket() noexcept { return state_->socket; }
 inline SSL* tls_stream::native_handle() noexcept { return state_->ssl; }
 inline bool tls_stream::has_buffered_input() const noexcept {
-    return state_->read_eof || state_->read_error || SSL_has_pending(state_->ssl) ||
+    return state_->read_eof || state_->read_error || state_->ended || SSL_has_pending(state_->ssl) ||
            state_->in_used < state_->in.size();
 }
 

@@ -142,8 +142,8 @@ tls_stream::tls_stream(asio::ip::tcp::socket socket, SSL_CTX* ctx, tls_role role
     }
     BIO_set_data(bio, state_.get());  // the state stays where it is when the stream moves
     SSL_set_bio(state_->ssl, bio, bio);  // one reference, freed with the session
-    // OpenSSL reads as much ciphertext as there is room for, up to tls_read_chunk, in one
-    // system call, and decrypts it where it landed.
+    // OpenSSL reads as much ciphertext as there is room for, up to tls_read_chunk (about two
+    // records), in one system call, and decrypts it where it landed.
     SSL_set_read_ahead(state_->ssl, 1);
     SSL_set_default_read_buffer_len(state_->ssl, detail::tls_read_chunk);
     if (role == tls_role::client)
@@ -227,14 +227,22 @@ void tls_stream::state::release_handshake_buffers() {
 
 boost::system::error_code tls_stream::state::ssl_failure(int ret) {
     int err = SSL_get_error(ssl, ret);
-    if (err == SSL_ERROR_SSL) {
-        unsigned long e = ERR_peek_last_error();
+    boost::system::error_code why;
+    if (err == SSL_ERROR_ZERO_RETURN) {
+        why = asio::error::eof;
+    } else {
+        unsigned long e = err == SSL_ERROR_SSL ? ERR_peek_last_error() : 0;
         ERR_clear_error();
-        return {static_cast<int>(e), asio::error::get_ssl_category()};
+        // A session that already failed says nothing new when used again (and an error
+        // with an empty queue is no success): the first failure stands.
+        if (e != 0)
+            why = {static_cast<int>(e), asio::error::get_ssl_category()};
+        else
+            why = ended ? ended : boost::system::error_code(asio::ssl::error::stream_truncated);
     }
-    if (err == SSL_ERROR_ZERO_RETURN)
-        return asio::error::eof;
-    return asio::ssl::error::stream_truncated;
+    if (!ended)
+        ended = why;
+    return why;
 }
 
 asio::awaitable<void> tls_stream::async_handshake() {
