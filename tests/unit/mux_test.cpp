@@ -3,6 +3,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <cstring>
 #include <map>
 #include <string>
 #include <vector>
@@ -362,6 +363,68 @@ TEST_CASE("mux: a full send buffer refuses bytes, then reports the stream writab
     CHECK(engine.send_data(id, bytes_of(payload)) == 0);
     pump(engine, ie, agent, ia);
     CHECK(ie.writable == std::vector<std::uint32_t>{id});
+}
+
+TEST_CASE("mux: bytes written in place (prepare, commit) and copied (send_data) are framed in order") {
+    settings s;
+    s.stream_send_buffer = 100000;
+    session engine(role::engine, s), agent(role::agent);
+    inbox ie, ia;
+    const auto id = engine.open("in place");
+    pump(engine, ie, agent, ia);
+    const auto payload = pattern(1'000'000, 8);
+    std::size_t offset = 0;
+    int waits = 0;
+    // Each round alternates the two ways in, with sizes from 1 byte to beyond a pooled block,
+    // and commits fewer bytes than prepared now and then (a short read into the room).
+    const std::size_t sizes[] = {1, 7, 4095, 4096, 16 * 1024 + 1, 70000, 300000};
+    for (int round = 0; round < 100000 && offset < payload.size(); ++round) {
+        const std::size_t want = std::min(sizes[round % 7], payload.size() - offset);
+        if (round % 2 == 0) {
+            auto room = engine.prepare_data(id, want);
+            if (room.empty()) {
+                CHECK_FALSE(engine.writable(id));
+                ++waits;
+                pump(engine, ie, agent, ia);
+                continue;
+            }
+            CHECK(room.size() <= want);
+            const std::size_t n = round % 3 == 0 ? room.size() / 2 : room.size();
+            std::memcpy(room.data(), payload.data() + offset, n);
+            engine.commit_data(id, n);
+            offset += n;
+        } else {
+            offset += engine.send_data(id, bytes_of(payload).subspan(offset, want));
+        }
+        if (round % 5 == 4)
+            pump(engine, ie, agent, ia);
+    }
+    engine.finish(id);
+    pump(engine, ie, agent, ia);
+    REQUIRE(offset == payload.size());
+    CHECK(ia.data[id] == payload);
+    CHECK(ia.fin[id]);
+    CHECK(waits > 0);                 // the send buffer did fill
+    CHECK_FALSE(ie.writable.empty()); // and room was reported each time it freed
+}
+
+TEST_CASE("mux: room that is prepared and left unused queues nothing") {
+    session engine(role::engine), agent(role::agent);
+    inbox ie, ia;
+    const auto id = engine.open("t");
+    pump(engine, ie, agent, ia);
+    auto room = engine.prepare_data(id, 64 * 1024);
+    CHECK(room.size() == 64 * 1024);
+    engine.commit_data(id, 0);
+    CHECK_FALSE(engine.wants_write());
+    CHECK(engine.send_data(id, bytes_of(std::string("after"))) == 5);
+    pump(engine, ie, agent, ia);
+    CHECK(ia.data[id] == "after");
+    // A finished or unknown stream gives no room.
+    engine.finish(id);
+    CHECK(engine.prepare_data(id, 10).empty());
+    CHECK(engine.prepare_data(id + 100, 10).empty());
+    CHECK_FALSE(engine.writable(id + 100));
 }
 
 TEST_CASE("mux: a reset ends the stream on both sides; data in flight is dropped, its credit returned") {

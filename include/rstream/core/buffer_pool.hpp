@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 namespace rstream::detail {
@@ -18,7 +19,7 @@ inline constexpr std::size_t medium_block = 32 * 1024;
 inline constexpr std::size_t large_block = 256 * 1024;
 
 /// Blocks of the sizes above come from, and go back to, the calling thread's shelves (each
-/// keeps a bounded number: at most 3 MiB a thread); other sizes are plain new[]/delete[].
+/// keeps a bounded number: at most 4 MiB a thread); other sizes are plain new[]/delete[].
 class block_pool {
 public:
     /// `size` uninitialized bytes.
@@ -55,7 +56,7 @@ private:
         }
     };
     static shelf* shelf_for(std::size_t size) noexcept {
-        thread_local shelf shelves[] = {{small_block, 64, {}}, {medium_block, 32, {}}, {large_block, 4, {}}};
+        thread_local shelf shelves[] = {{small_block, 64, {}}, {medium_block, 32, {}}, {large_block, 8, {}}};
         for (auto& s : shelves)
             if (s.size == size)
                 return &s;
@@ -66,19 +67,34 @@ private:
 /// One block from block_pool, held for a scope.
 class pooled_block {
 public:
+    pooled_block() noexcept = default;
     explicit pooled_block(std::size_t size) : p_(block_pool::take(size)), size_(size) {}
     ~pooled_block() { block_pool::give(p_, size_); }
     pooled_block(const pooled_block&) = delete;
     pooled_block& operator=(const pooled_block&) = delete;
+    pooled_block(pooled_block&& o) noexcept : p_(std::exchange(o.p_, nullptr)), size_(std::exchange(o.size_, 0)) {}
+    pooled_block& operator=(pooled_block&& o) noexcept {
+        if (this != &o) {
+            block_pool::give(p_, size_);
+            p_ = std::exchange(o.p_, nullptr);
+            size_ = std::exchange(o.size_, 0);
+        }
+        return *this;
+    }
 
     std::uint8_t* data() const noexcept { return p_; }
     char* chars() const noexcept { return reinterpret_cast<char*>(p_); }
     std::size_t size() const noexcept { return size_; }
 
 private:
-    std::uint8_t* p_;
-    std::size_t size_;
+    std::uint8_t* p_ = nullptr;
+    std::size_t size_ = 0;
 };
+
+/// The pooled size to hold `n` bytes: small_block, large_block, or `n` itself beyond that.
+inline std::size_t pooled_size_for(std::size_t n) noexcept {
+    return n <= small_block ? small_block : n <= large_block ? large_block : n;
+}
 
 /// A byte allocator over block_pool (for Beast's flat_buffer): a buffer reserved at one of
 /// the pooled sizes reuses a block.

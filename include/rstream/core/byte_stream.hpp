@@ -26,6 +26,7 @@
 #include <exception>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <utility>
 
@@ -73,6 +74,26 @@ public:
         virtual std::size_t try_read_some(asio::mutable_buffer, boost::system::error_code& ec) {
             ec = asio::error::would_block;
             return 0;
+        }
+        /// Received bytes the stream holds in its own memory (a multiplexed stream), where they
+        /// are, so that a relay writes them on without copying them first; empty where the
+        /// stream holds none or cannot tell. The view stays valid until consume() or a read.
+        virtual const_buffers peek() { return {}; }
+        /// Counts the first `n` bytes of peek() read.
+        virtual void consume(std::size_t) {}
+        /// The stream lets a writer fill its send buffer in place (prepare, commit), so that a
+        /// relay reads from its source straight into it.
+        virtual bool can_prepare() const noexcept { return false; }
+        /// Room for up to `max` bytes to send, written by the caller and then counted with
+        /// commit(), before any other operation on the stream. Empty when the stream takes
+        /// nothing now (wait_writable), or has ended.
+        virtual std::span<std::uint8_t> prepare(std::size_t) { return {}; }
+        /// Sends the first `n` bytes of the room prepare() gave (0: none).
+        virtual void commit(std::size_t) {}
+        /// Completes once the stream takes bytes to send (or at once where it cannot tell, or
+        /// has ended: a write then reports why).
+        virtual void wait_writable(done_handler handler) {
+            asio::post(get_executor(), [h = std::move(handler)]() mutable { std::move(h)(boost::system::error_code{}); });
         }
         /// Ends the stream at once; outstanding operations complete with an error.
         virtual void close() noexcept = 0;
@@ -146,6 +167,20 @@ public:
             [](auto handler, impl* p) { p->wait_readable(done_handler(std::move(handler))); }, token, impl_.get());
     }
 
+    /// See impl::peek, impl::consume.
+    const_buffers peek() { return impl_->peek(); }
+    void consume(std::size_t n) { impl_->consume(n); }
+    /// See impl::can_prepare, impl::prepare, impl::commit.
+    bool can_prepare() const noexcept { return impl_->can_prepare(); }
+    std::span<std::uint8_t> prepare(std::size_t max) { return impl_->prepare(max); }
+    void commit(std::size_t n) { impl_->commit(n); }
+    /// See impl::wait_writable. Completion: void(error_code).
+    template <class Token>
+    auto async_wait_writable(Token&& token) {
+        return asio::async_initiate<Token, void(boost::system::error_code)>(
+            [](auto handler, impl* p) { p->wait_writable(done_handler(std::move(handler))); }, token, impl_.get());
+    }
+
     /// See impl::try_read_some.
     std::size_t try_read_some(asio::mutable_buffer buffer, boost::system::error_code& ec) {
         return impl_->try_read_some(buffer, ec);
@@ -213,6 +248,38 @@ public:
     }
     std::size_t try_read_some(asio::mutable_buffer buffer, boost::system::error_code& ec) override {
         return rstream::detail::try_read(stream_, buffer, ec);
+    }
+    const_buffers peek() override {
+        if constexpr (requires { stream_.peek(); })
+            return stream_.peek();
+        else
+            return {};
+    }
+    void consume(std::size_t n) override {
+        if constexpr (requires { stream_.consume(n); })
+            stream_.consume(n);
+    }
+    bool can_prepare() const noexcept override {
+        if constexpr (requires { stream_.can_prepare(); })
+            return stream_.can_prepare();
+        else
+            return false;
+    }
+    std::span<std::uint8_t> prepare(std::size_t max) override {
+        if constexpr (requires { stream_.prepare(max); })
+            return stream_.prepare(max);
+        else
+            return {};
+    }
+    void commit(std::size_t n) override {
+        if constexpr (requires { stream_.commit(n); })
+            stream_.commit(n);
+    }
+    void wait_writable(byte_stream::done_handler handler) override {
+        if constexpr (requires { stream_.async_wait_writable(asio::detached); })
+            stream_.async_wait_writable(std::move(handler));
+        else
+            asio::post(stream_.get_executor(), [h = std::move(handler)]() mutable { std::move(h)(boost::system::error_code{}); });
     }
     void close() noexcept override {
         boost::system::error_code ignored;

@@ -219,6 +219,8 @@ private:
         bool flowing = false;
         bool large = false;
         std::optional<pooled_block> buf;
+        bool held = false;         // the bytes being written are the source's own (peek)
+        bool waited_room = false;  // the last step waited for the sink to take bytes
         std::size_t n = 0;
         boost::system::error_code read_ec;  // kept while the bytes read are written
     };
@@ -239,10 +241,95 @@ private:
         });
     }
 
+    /// Where the source holds received bytes in its own memory (a multiplexed stream), writes
+    /// them on from there, with no copy into a buffer of ours. False when it holds none.
+    template <int I>
+    bool write_held() {
+        auto& d = dir<I>();
+        if constexpr (requires { d.from.peek(); d.from.consume(std::size_t{}); }) {
+            auto held = d.from.peek();
+            std::size_t n = 0;
+            for (const auto& b : held) {
+                if (d.tap)
+                    d.tap(b.data(), b.size());
+                n += b.size();
+            }
+            if (n == 0)
+                return false;
+            d.held = true;
+            d.n = n;
+            d.flowing = true;
+            asio::async_write(d.to, held, transfer_whole,
+                              step([](relay_op& self, boost::system::error_code wec, std::size_t) { self.written<I>(wec); }));
+            return true;
+        } else {
+            return false;
+        }
+    }
+
+    /// Where the sink lets its send buffer be filled in place (a multiplexed stream), reads
+    /// from the source straight into it, with no copy out of a buffer of ours. False when the
+    /// sink does not; when, right after a wait for room, it still has none (the buffered path
+    /// then waits for room by writing, and learns why there is none); and when the source
+    /// has nothing although it was just seen readable (a stream that cannot read without
+    /// waiting: the buffered path waits in a read).
+    template <int I>
+    bool read_in_place(bool seen_readable) {
+        auto& d = dir<I>();
+        if constexpr (requires(std::size_t k) { d.to.can_prepare(); d.to.prepare(k); d.to.commit(k); d.to.async_wait_writable(asio::detached); }) {
+            if (!d.to.can_prepare())
+                return false;
+            auto room = d.to.prepare(buffer_size_);
+            if (room.empty()) {
+                if (std::exchange(d.waited_room, false))
+                    return false;
+                d.waited_room = true;
+                d.to.async_wait_writable(step([](relay_op& self, boost::system::error_code ec) { self.room_ready<I>(ec); }));
+                return true;
+            }
+            d.waited_room = false;
+            boost::system::error_code ec;
+            const std::size_t n = try_read(d.from, asio::buffer(room.data(), room.size()), ec);
+            if (n > 0 && d.tap)
+                d.tap(room.data(), n);
+            d.to.commit(n);
+            d.moved += n;
+            if (ec == asio::error::would_block || ec == asio::error::try_again) {
+                d.flowing = false;
+                if (seen_readable)
+                    return false;
+                async_wait_readable_of(d.from, step([](relay_op& self, boost::system::error_code wec) { self.readable<I>(wec); }));
+                return true;
+            }
+            d.flowing = n >= room.size() / 2;
+            d.large = true;
+            if (ec) {
+                after_data<I>(ec);
+                return true;
+            }
+            // Posted, not looped: the sink's writer runs between reads and frees room.
+            asio::post(ex_, step([](relay_op& self) { self.next<I>(); }));
+            return true;
+        } else {
+            return false;
+        }
+    }
+
+    /// The sink has room again (or ended, or cannot tell).
+    template <int I>
+    void room_ready(boost::system::error_code ec) {
+        if (ec == asio::error::operation_aborted)
+            return readable<I>(ec);
+        if (!read_in_place<I>(false))
+            buffered_read<I>();
+    }
+
     template <int I>
     void next() {
         auto& d = dir<I>();
         if (d.flowing) {
+            if (write_held<I>() || read_in_place<I>(false))
+                return;
             boost::system::error_code ec;
             d.buf.emplace(buffer_size_);
             d.n = try_read(d.from, asio::buffer(d.buf->data(), d.buf->size()), ec);
@@ -257,11 +344,22 @@ private:
     template <int I>
     void readable(boost::system::error_code ec) {
         auto& d = dir<I>();
+        if (ec == asio::error::operation_aborted) {
+            d.buf.emplace(small_size_);
+            d.n = 0;
+            return after_read<I>(ec);
+        }
+        // Any other failure shows on the read.
+        if (!write_held<I>() && !read_in_place<I>(true))
+            buffered_read<I>();
+    }
+
+    /// Reads into a buffer of ours (taken now), waiting in the read if need be.
+    template <int I>
+    void buffered_read() {
+        auto& d = dir<I>();
         d.buf.emplace(d.large ? buffer_size_ : small_size_);
         d.n = 0;
-        if (ec == asio::error::operation_aborted)
-            return after_read<I>(ec);
-        // Any other failure shows on the read.
         d.from.async_read_some(asio::buffer(d.buf->data(), d.buf->size()),
                                step([](relay_op& self, boost::system::error_code rec, std::size_t n) {
                                    self.dir<I>().n = n;
@@ -289,6 +387,10 @@ private:
     void written(boost::system::error_code wec) {
         auto& d = dir<I>();
         d.buf.reset();
+        if constexpr (requires { d.from.consume(d.n); }) {
+            if (std::exchange(d.held, false) && !wec)
+                d.from.consume(d.n);
+        }
         if (wec) {
             // The writer's side failed: the reader's peer learns it as a reset too.
             d.clean = false;

@@ -7,12 +7,14 @@
 #pragma once
 
 #include <rstream/config.hpp>
+#include <rstream/core/buffer_pool.hpp>
 #include <rstream/core/error.hpp>
 
 #include <cstddef>
 #include <cstdint>
 #include <deque>
 #include <map>
+#include <memory>
 #include <span>
 #include <string>
 #include <string_view>
@@ -121,6 +123,16 @@ public:
     /// Queues bytes on a stream; returns how many were taken (fewer when its send buffer is
     /// full: wait for a `writable` event). 0 for a stream that is gone or finished.
     RSTREAM_DECL std::size_t send_data(std::uint32_t stream, std::span<const std::uint8_t> bytes);
+    /// Room to queue up to `max` bytes on a stream without a copy: the caller writes them
+    /// there (a read from a socket) and counts them with commit_data(). Empty when the stream
+    /// takes nothing now (as send_data would: wait for `writable`), or is gone or finished.
+    /// Valid until commit_data(), which must come before any other call on the session.
+    RSTREAM_DECL std::span<std::uint8_t> prepare_data(std::uint32_t stream, std::size_t max);
+    /// Queues the first `n` bytes of the room prepare_data() gave (0: none).
+    RSTREAM_DECL void commit_data(std::uint32_t stream, std::size_t n);
+    /// The stream takes bytes now. When it does not (its send buffer is full), a `writable`
+    /// event comes once it does; false too for a stream that is gone or finished.
+    RSTREAM_DECL bool writable(std::uint32_t stream);
     /// Ends our direction of the stream once its queued bytes are sent (FIN).
     RSTREAM_DECL void finish(std::uint32_t stream);
     /// Resets the stream now (queued bytes are dropped); it is gone.
@@ -146,18 +158,31 @@ public:
     RSTREAM_DECL std::uint64_t stream_credit(std::uint32_t stream) const;
 
 private:
-    /// A stream's bytes queued for sending: the pieces send_data() took, in order. Frames
-    /// are cut from the front and a piece is dropped once sent, so no byte is ever moved
-    /// within the queue (a single buffer had to be compacted as it was sent).
+    /// A stream's bytes queued for sending: pieces of memory filled in order (by copies from
+    /// send_data(), or in place through prepare_data()). Frames are cut from the front and a
+    /// piece is dropped once sent, so no byte is ever moved within the queue (a single buffer
+    /// had to be compacted as it was sent).
     class send_queue {
     public:
         std::size_t size() const noexcept { return size_; }
         RSTREAM_DECL void append(std::span<const std::uint8_t> bytes);
+        /// Room for up to `max` more bytes (max > 0) at the end, in one piece: the unused end
+        /// of the last piece, or a new piece.
+        RSTREAM_DECL std::span<std::uint8_t> room(std::size_t max);
+        /// The first `n` bytes of the last room() become queued; a new piece left empty is
+        /// dropped.
+        RSTREAM_DECL void commit(std::size_t n);
         /// Moves the first `n` queued bytes (n <= size()) to the end of `out`.
         RSTREAM_DECL void take(std::string& out, std::size_t n);
 
     private:
-        std::vector<std::string> pieces_;
+        struct piece {
+            rstream::detail::pooled_block block;
+            std::size_t size = 0;
+        };
+        piece& add_piece(std::size_t capacity);
+
+        std::vector<piece> pieces_;
         std::size_t head_ = 0;    // the first piece not wholly sent
         std::size_t offset_ = 0;  // what of it was sent
         std::size_t size_ = 0;

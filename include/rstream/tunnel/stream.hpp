@@ -64,6 +64,18 @@ public:
         return s_.async_shutdown_send(std::forward<Token>(token));
     }
 
+    /// Bytes held and room to send in place, for relays (see byte_stream::impl::peek and
+    /// byte_stream::impl::prepare).
+    const_buffers peek() { return s_.peek(); }
+    void consume(std::size_t n) { s_.consume(n); }
+    bool can_prepare() const noexcept { return s_.can_prepare(); }
+    std::span<std::uint8_t> prepare(std::size_t max) { return s_.prepare(max); }
+    void commit(std::size_t n) { s_.commit(n); }
+    template <class Token>
+    auto async_wait_writable(Token&& token) {
+        return s_.async_wait_writable(std::forward<Token>(token));
+    }
+
     /// Closes at once; outstanding operations complete with operation_aborted.
     void close() noexcept { s_.close(); }
 

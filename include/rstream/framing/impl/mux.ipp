@@ -4,6 +4,7 @@
 #include <rstream/framing/mux.hpp>
 
 #include <algorithm>
+#include <cstring>
 
 namespace rstream::framing::mux {
 
@@ -42,32 +43,74 @@ inline constexpr std::uint64_t max_credit = std::uint64_t(1) << 40;
 
 } // namespace detail
 
+session::send_queue::piece& session::send_queue::add_piece(std::size_t capacity) {
+    if (head_ == pieces_.size()) {  // everything sent: start over
+        pieces_.clear();
+        head_ = 0;
+        offset_ = 0;
+    }
+    // A pooled block, not zeroed: every byte is written before it is queued.
+    auto& p = pieces_.emplace_back();
+    p.block = rstream::detail::pooled_block(rstream::detail::pooled_size_for(capacity));
+    return p;
+}
+
 void session::send_queue::append(std::span<const std::uint8_t> bytes) {
-    if (bytes.empty())
-        return;
-    const auto* p = reinterpret_cast<const char*>(bytes.data());
-    if (pieces_.size() > head_ && pieces_.back().size() + bytes.size() <= detail::send_piece_size)
-        pieces_.back().append(p, bytes.size());
-    else
-        pieces_.emplace_back(p, bytes.size());
-    size_ += bytes.size();
+    while (!bytes.empty()) {
+        auto r = room(bytes.size());
+        std::memcpy(r.data(), bytes.data(), r.size());
+        commit(r.size());
+        bytes = bytes.subspan(r.size());
+    }
+}
+
+std::span<std::uint8_t> session::send_queue::room(std::size_t max) {
+    // Writes share a piece while it has room for all of one, or for a good part of it.
+    if (pieces_.size() > head_) {
+        auto& last = pieces_.back();
+        const std::size_t spare = last.block.size() - last.size;
+        if (spare >= max || spare >= 4096)
+            return {last.block.data() + last.size, std::min(max, spare)};
+    }
+    auto& p = add_piece(max);
+    return {p.block.data(), std::min(max, p.block.size())};
+}
+
+void session::send_queue::commit(std::size_t n) {
+    if (pieces_.size() <= head_)
+        return;  // no room was given
+    auto& last = pieces_.back();
+    last.size += n;
+    size_ += n;
+    if (last.size == 0 && pieces_.size() > head_) {
+        pieces_.pop_back();
+        if (head_ == pieces_.size()) {
+            pieces_.clear();
+            head_ = 0;
+            offset_ = 0;
+        }
+    }
 }
 
 void session::send_queue::take(std::string& out, std::size_t n) {
     while (n > 0) {
         auto& piece = pieces_[head_];
-        const std::size_t m = std::min(n, piece.size() - offset_);
-        out.append(piece, offset_, m);
+        const std::size_t m = std::min(n, piece.size - offset_);
+        out.append(piece.block.chars() + offset_, m);
         offset_ += m;
         size_ -= m;
         n -= m;
-        if (offset_ == piece.size()) {
-            std::string().swap(piece);  // its memory goes now, not with the last piece
+        if (offset_ == piece.size && (head_ + 1 < pieces_.size() || piece.size == piece.block.size())) {
+            piece = {};  // its memory goes now, not with the last piece
             ++head_;
             offset_ = 0;
         }
     }
-    if (head_ == pieces_.size()) {
+    if (size_ == 0 && head_ + 1 == pieces_.size() && offset_ == pieces_[head_].size) {
+        pieces_.clear();  // all sent: the last piece, partly filled, goes too
+        head_ = 0;
+        offset_ = 0;
+    } else if (head_ == pieces_.size()) {
         pieces_.clear();
         head_ = 0;
     } else if (head_ >= 32 && head_ * 2 >= pieces_.size()) {
@@ -379,6 +422,40 @@ std::size_t session::send_data(std::uint32_t stream, std::span<const std::uint8_
     s.out.append(bytes.first(take));
     schedule(stream, s);
     return take;
+}
+
+std::span<std::uint8_t> session::prepare_data(std::uint32_t stream, std::size_t max) {
+    auto it = streams_.find(stream);
+    if (it == streams_.end() || it->second.fin_queued || max == 0)
+        return {};
+    auto& s = it->second;
+    const std::size_t room = s.pending() >= settings_.stream_send_buffer ? 0 : settings_.stream_send_buffer - s.pending();
+    if (room == 0) {
+        s.blocked_writer = true;
+        return {};
+    }
+    return s.out.room(std::min(room, max));
+}
+
+bool session::writable(std::uint32_t stream) {
+    auto it = streams_.find(stream);
+    if (it == streams_.end() || it->second.fin_queued)
+        return false;
+    auto& s = it->second;
+    if (s.pending() < settings_.stream_send_buffer)
+        return true;
+    s.blocked_writer = true;
+    return false;
+}
+
+void session::commit_data(std::uint32_t stream, std::size_t n) {
+    auto it = streams_.find(stream);
+    if (it == streams_.end())
+        return;
+    auto& s = it->second;
+    s.out.commit(n);
+    if (n > 0)
+        schedule(stream, s);
 }
 
 void session::finish(std::uint32_t stream) {

@@ -30,12 +30,100 @@ namespace detail {
 using io_handler = byte_stream::io_handler;
 using done_handler = byte_stream::done_handler;
 
+/// Bytes received for a stream and not yet read, in pieces that never move once written: a
+/// relay writes them on from where they are (peek) while more arrive behind them.
+class received_bytes {
+public:
+    std::size_t size() const noexcept { return size_; }
+
+    void append(const void* data, std::size_t n) {
+        if (n == 0)
+            return;
+        if (pieces_.size() > head_ && pieces_.back().block.size() - pieces_.back().size >= n) {
+            auto& last = pieces_.back();
+            std::memcpy(last.block.data() + last.size, data, n);
+            last.size += n;
+        } else {
+            // Frames share a pooled piece: a small one while little is held, a large one in
+            // bulk (a frame's payload is at most max_frame_payload).
+            auto& p = pieces_.emplace_back();
+            p.block = rstream::detail::pooled_block(rstream::detail::pooled_size_for(size_ + n > rstream::detail::small_block ? std::max<std::size_t>(n, rstream::detail::large_block) : n));
+            std::memcpy(p.block.data(), data, n);
+            p.size = n;
+        }
+        size_ += n;
+    }
+
+    /// The first unread bytes where they are, in up to eight pieces.
+    const_buffers view() const noexcept {
+        const_buffers v;
+        std::size_t offset = offset_;
+        for (std::size_t i = head_; i < pieces_.size() && v.count < v.items.size(); ++i) {
+            const auto& p = pieces_[i];
+            if (p.size > offset)
+                v.items[v.count++] = asio::const_buffer(p.block.data() + offset, p.size - offset);
+            offset = 0;
+        }
+        return v;
+    }
+
+    /// Copies up to `n` of the first unread bytes to `to` and counts them read.
+    std::size_t read(void* to, std::size_t n) {
+        n = std::min(n, size_);
+        auto* out = static_cast<std::uint8_t*>(to);
+        std::size_t left = n;
+        for (std::size_t i = head_; left > 0; ++i) {
+            const auto& p = pieces_[i];
+            const std::size_t from = i == head_ ? offset_ : 0;
+            const std::size_t m = std::min(left, p.size - from);
+            std::memcpy(out, p.block.data() + from, m);
+            out += m;
+            left -= m;
+        }
+        consume(n);
+        return n;
+    }
+
+    /// Counts the first `n` unread bytes read (n <= size()); pieces read through are freed.
+    void consume(std::size_t n) {
+        size_ -= n;
+        while (n > 0) {
+            auto& p = pieces_[head_];
+            const std::size_t m = std::min(n, p.size - offset_);
+            offset_ += m;
+            n -= m;
+            if (offset_ == p.size && head_ + 1 < pieces_.size()) {
+                p = {};
+                ++head_;
+                offset_ = 0;
+            }
+        }
+        if (size_ == 0) {
+            pieces_.clear();  // an idle stream holds no piece
+            head_ = 0;
+            offset_ = 0;
+        } else if (head_ >= 32 && head_ * 2 >= pieces_.size()) {
+            pieces_.erase(pieces_.begin(), pieces_.begin() + static_cast<std::ptrdiff_t>(head_));
+            head_ = 0;
+        }
+    }
+
+private:
+    struct piece {
+        rstream::detail::pooled_block block;
+        std::size_t size = 0;
+    };
+    std::vector<piece> pieces_;
+    std::size_t head_ = 0;    // the first piece with unread bytes
+    std::size_t offset_ = 0;  // what of it was read
+    std::size_t size_ = 0;
+};
+
 /// One stream (or the control channel, id 0) as its reader and writer see it.
 struct stream_state {
     explicit stream_state(std::uint32_t i) : id(i) {}
     std::uint32_t id;
-    std::string in;  // received, not yet read
-    std::size_t in_offset = 0;
+    received_bytes in;  // received, not yet read
     bool fin = false;        // the peer ended its direction
     bool reset = false;      // reset by the peer, or the connection was lost
     bool shut = false;       // we ended our direction
@@ -45,8 +133,9 @@ struct stream_state {
     parked_handler<io_handler> reader;
     parked_handler<io_handler> writer;  // waits for room (a `writable` event)
     parked_handler<done_handler> waiter;
+    parked_handler<done_handler> room_waiter;  // wait_writable
 
-    std::size_t available() const noexcept { return in.size() - in_offset; }
+    std::size_t available() const noexcept { return in.size(); }
     bool readable() const noexcept { return available() > 0 || fin || reset; }
 };
 
@@ -87,16 +176,7 @@ struct connection::state : std::enable_shared_from_this<connection::state> {
         if (buffer.size() == 0)
             return 0;
         if (s.available() > 0) {
-            std::size_t n = std::min(buffer.size(), s.available());
-            std::copy_n(s.in.data() + s.in_offset, n, static_cast<char*>(buffer.data()));
-            s.in_offset += n;
-            if (s.in_offset == s.in.size()) {
-                s.in.clear();
-                s.in_offset = 0;
-            } else if (s.in_offset >= 64 * 1024 && s.in_offset >= s.available()) {
-                s.in.erase(0, s.in_offset);  // a reader that never quite catches up
-                s.in_offset = 0;
-            }
+            std::size_t n = s.in.read(buffer.data(), buffer.size());
             if (s.id != 0) {
                 session.consumed(s.id, n);
                 kick();
@@ -122,7 +202,7 @@ struct connection::state : std::enable_shared_from_this<connection::state> {
             post_io(s.reader.take(), {}, n);
             bytes = bytes.subspan(n);
         }
-        s.in.append(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+        s.in.append(bytes.data(), bytes.size());
     }
 
     /// Completes a read of `s` with what it holds now.
@@ -152,6 +232,8 @@ struct connection::state : std::enable_shared_from_this<connection::state> {
             finish_read(s, s.read_buffer, s.reader.take());
         if (s.waiter.armed() && s.readable())
             post_done(s.waiter.take(), {});
+        if (s.room_waiter.armed() && (s.reset || s.shut || session.writable(s.id)))
+            post_done(s.room_waiter.take(), {});
         if (s.writer.armed()) {
             if (s.reset) {
                 post_io(s.writer.take(), asio::error::connection_reset, 0);
@@ -169,6 +251,8 @@ struct connection::state : std::enable_shared_from_this<connection::state> {
             post_io(s.writer.take(), asio::error::operation_aborted, 0);
         if (s.waiter.armed())
             post_done(s.waiter.take(), asio::error::operation_aborted);
+        if (s.room_waiter.armed())
+            post_done(s.room_waiter.take(), asio::error::operation_aborted);
     }
 
     void dispatch(std::vector<event>& events) {
@@ -180,7 +264,7 @@ struct connection::state : std::enable_shared_from_this<connection::state> {
                 const char header[header_size] = {static_cast<char>(n >> 24), static_cast<char>(n >> 16),
                                                   static_cast<char>(n >> 8), static_cast<char>(n)};
                 control->in.append(header, header_size);
-                control->in += e.bytes;
+                control->in.append(e.bytes.data(), e.bytes.size());
                 wake_stream(*control);
                 continue;
             }
@@ -359,6 +443,51 @@ public:
         return c_->take(s, buffer, ec);
     }
 
+    const_buffers peek() override {
+        auto& s = *s_;
+        return s.closed ? const_buffers{} : s.in.view();
+    }
+
+    void consume(std::size_t n) override {
+        auto& s = *s_;
+        n = std::min(n, s.in.size());
+        if (n == 0)
+            return;
+        s.in.consume(n);
+        if (s.id != 0) {
+            c_->session.consumed(s.id, n);
+            c_->kick();
+        }
+    }
+
+    bool can_prepare() const noexcept override { return true; }
+
+    std::span<std::uint8_t> prepare(std::size_t max) override {
+        auto& s = *s_;
+        if (s.closed || s.reset || s.shut || s.id == 0 || c_->is_ended)
+            return {};
+        return c_->session.prepare_data(s.id, max);
+    }
+
+    void commit(std::size_t n) override {
+        c_->session.commit_data(s_->id, n);
+        if (n > 0)
+            c_->kick();
+    }
+
+    void wait_writable(done_handler handler) override {
+        auto& s = *s_;
+        if (s.closed) {
+            c_->post_done(std::move(handler), asio::error::operation_aborted);
+        } else if (s.reset || s.shut || s.id == 0 || c_->is_ended || c_->session.writable(s.id)) {
+            c_->post_done(std::move(handler), {});
+        } else {
+            s.room_waiter.park(std::move(handler), s_, [c = c_](done_handler h) {
+                c->post_done(std::move(h), asio::error::operation_aborted);
+            });
+        }
+    }
+
     void write_some(const_buffers buffers, io_handler handler) override {
         auto& s = *s_;
         if (s.closed)
@@ -523,6 +652,8 @@ private:
                 ios.push_back(st.writer.take());
             if (st.waiter.armed())
                 dones.push_back(st.waiter.take());
+            if (st.room_waiter.armed())
+                dones.push_back(st.room_waiter.take());
         };
         for (auto& c : live) {
             take(*c->control);
