@@ -71,9 +71,12 @@ struct settings {
     /// credit goes back while its reader has taken everything that arrived (the window, not
     /// the reader, held the sender back), so a bulk stream is not limited to one window per
     /// round trip through a busy peer; a slow reader's stream never grows.
-    std::uint32_t max_stream_window = 1024 * 1024;
-    /// Receive window of the whole connection (at least initial_connection_window).
-    std::uint32_t connection_window = initial_connection_window;
+    std::uint32_t max_stream_window = 8 * 1024 * 1024;
+    /// Receive window of the whole connection (at least initial_connection_window; above it,
+    /// the difference is granted by a WINDOW when the session starts). Bytes held for readers
+    /// that have not taken them count against it: at 64 MiB, eight streams that grew to the
+    /// largest window and then stalled are needed to hold up the others.
+    std::uint32_t connection_window = 64 * 1024 * 1024;
     /// Streams the peer may have open towards us at once; more are reset with capacity_exhausted.
     std::size_t max_streams = 10000;
     /// Largest DATA payload produced while other streams have bytes to send too (fairness
