@@ -11,6 +11,8 @@
 
 namespace rstream::detail {
 
+/// A short message held by a multiplexed stream (received, or queued to send).
+inline constexpr std::size_t tiny_block = 256;
 /// A first read of a relay direction that is not in full flow.
 inline constexpr std::size_t small_block = 16 * 1024;
 /// A step of an HTTP body, and an upstream response's read buffer.
@@ -19,7 +21,7 @@ inline constexpr std::size_t medium_block = 32 * 1024;
 inline constexpr std::size_t large_block = 256 * 1024;
 
 /// Blocks of the sizes above come from, and go back to, the calling thread's shelves (each
-/// keeps a bounded number: at most 4 MiB a thread); other sizes are plain new[]/delete[].
+/// keeps a bounded number: about 4 MiB a thread at most); other sizes are plain new[]/delete[].
 class block_pool {
 public:
     /// `size` uninitialized bytes.
@@ -56,7 +58,8 @@ private:
         }
     };
     static shelf* shelf_for(std::size_t size) noexcept {
-        thread_local shelf shelves[] = {{small_block, 64, {}}, {medium_block, 32, {}}, {large_block, 8, {}}};
+        thread_local shelf shelves[] = {
+            {tiny_block, 256, {}}, {small_block, 64, {}}, {medium_block, 32, {}}, {large_block, 8, {}}};
         for (auto& s : shelves)
             if (s.size == size)
                 return &s;
@@ -91,9 +94,10 @@ private:
     std::size_t size_ = 0;
 };
 
-/// The pooled size to hold `n` bytes: small_block, large_block, or `n` itself beyond that.
+/// The pooled size to hold `n` bytes: tiny_block, small_block, large_block, or `n` itself
+/// beyond that.
 inline std::size_t pooled_size_for(std::size_t n) noexcept {
-    return n <= small_block ? small_block : n <= large_block ? large_block : n;
+    return n <= tiny_block ? tiny_block : n <= small_block ? small_block : n <= large_block ? large_block : n;
 }
 
 /// A byte allocator over block_pool (for Beast's flat_buffer): a buffer reserved at one of

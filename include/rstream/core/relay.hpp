@@ -267,9 +267,9 @@ private:
         }
     }
 
-    /// Where the sink lets its send buffer be filled in place (a multiplexed stream), reads
-    /// from the source straight into it, with no copy out of a buffer of ours. False when the
-    /// sink does not; when, right after a wait for room, it still has none (the buffered path
+    /// Where the sink lets its send buffer be filled in place (a multiplexed stream) and the
+    /// direction is in bulk, reads from the source straight into it, with no copy out of a
+    /// buffer of ours. False when the sink does not, or the last read was small; when, right after a wait for room, it still has none (the buffered path
     /// then waits for room by writing, and learns why there is none); and when the source
     /// has nothing although it was just seen readable (a stream that cannot read without
     /// waiting: the buffered path waits in a read).
@@ -277,7 +277,9 @@ private:
     bool read_in_place(bool seen_readable) {
         auto& d = dir<I>();
         if constexpr (requires(std::size_t k) { d.to.can_prepare(); d.to.prepare(k); d.to.commit(k); d.to.async_wait_writable(asio::detached); }) {
-            if (!d.to.can_prepare())
+            // Only in bulk: a short message is copied cheaply, and a queue piece taken for each
+            // of many streams' short messages would hold more memory than their bytes.
+            if (!d.large || !d.to.can_prepare())
                 return false;
             auto room = d.to.prepare(buffer_size_);
             if (room.empty()) {
@@ -302,7 +304,7 @@ private:
                 return true;
             }
             d.flowing = n >= room.size() / 2;
-            d.large = true;
+            d.large = n >= small_size_ / 2;
             if (ec) {
                 after_data<I>(ec);
                 return true;

@@ -51,6 +51,7 @@ session::send_queue::piece& session::send_queue::add_piece(std::size_t capacity)
     }
     // A pooled block, not zeroed: every byte is written before it is queued.
     auto& p = pieces_.emplace_back();
+    // A short message (an interactive stream's) takes a tiny block, not 16 KiB.
     p.block = rstream::detail::pooled_block(rstream::detail::pooled_size_for(capacity));
     return p;
 }

@@ -44,10 +44,11 @@ public:
             std::memcpy(last.block.data() + last.size, data, n);
             last.size += n;
         } else {
-            // Frames share a pooled piece: a small one while little is held, a large one in
-            // bulk (a frame's payload is at most max_frame_payload).
+            // Frames share a pooled piece sized to what is held: tiny for a short message,
+            // large in bulk (a frame's payload is at most max_frame_payload).
+            namespace pool = rstream::detail;
             auto& p = pieces_.emplace_back();
-            p.block = rstream::detail::pooled_block(rstream::detail::pooled_size_for(size_ + n > rstream::detail::small_block ? std::max<std::size_t>(n, rstream::detail::large_block) : n));
+            p.block = pool::pooled_block(pool::pooled_size_for(size_ + n > pool::small_block ? std::max(n, pool::large_block) : n));
             std::memcpy(p.block.data(), data, n);
             p.size = n;
         }
