@@ -269,10 +269,11 @@ private:
 
     /// Where the sink lets its send buffer be filled in place (a multiplexed stream) and the
     /// direction is in bulk, reads from the source straight into it, with no copy out of a
-    /// buffer of ours. False when the sink does not, or the last read was small; when, right after a wait for room, it still has none (the buffered path
-    /// then waits for room by writing, and learns why there is none); and when the source
-    /// has nothing although it was just seen readable (a stream that cannot read without
-    /// waiting: the buffered path waits in a read).
+    /// buffer of ours. False when the sink does not, or the last read was small; when, right
+    /// after a wait for room, it still has none (the buffered path then waits for room by
+    /// writing, and learns why there is none); and when the source has nothing although it
+    /// was just seen readable (a stream that cannot read without waiting: the buffered path
+    /// waits in a read).
     template <int I>
     bool read_in_place(bool seen_readable) {
         auto& d = dir<I>();
