@@ -1,5 +1,6 @@
 // Non-template bodies of the core, configuration and framing layers (no Asio I/O here).
 #include <rstream/core/impl/log.ipp>
+#include <rstream/core/impl/text.ipp>
 #include <rstream/core/impl/error.ipp>
 #include <rstream/framing/impl/frame_codec.ipp>
 #include <rstream/framing/impl/messages.ipp>

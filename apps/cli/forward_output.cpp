@@ -1,8 +1,11 @@
 #include "forward_output.hpp"
 
+#include <rstream/core/text.hpp>
+
 #include <nlohmann/json.hpp>
 
 #include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
 
 #include <chrono>
 #include <cstdio>
@@ -15,23 +18,79 @@ namespace {
 
 using json = nlohmann::json;
 
-std::string clock_text() {
-    auto t = std::time(nullptr);
-    std::tm tm{};
-    localtime_r(&t, &tm);
-    char buf[16];
-    std::strftime(buf, sizeof buf, "%H:%M:%S", &tm);
-    return buf;
+/// The wall clock as text, formatted once a second however many events ask for it.
+class second_clock {
+public:
+    /// "10:00:00" in local time.
+    const std::string& local() {
+        refresh();
+        return local_;
+    }
+    /// "2026-11-24T10:00:00Z".
+    const std::string& iso() {
+        refresh();
+        return iso_;
+    }
+
+private:
+    void refresh() {
+        auto t = std::time(nullptr);
+        if (t == at_ && !local_.empty())
+            return;
+        at_ = t;
+        std::tm tm{};
+        char buf[32];
+        localtime_r(&t, &tm);
+        std::strftime(buf, sizeof buf, "%H:%M:%S", &tm);
+        local_ = buf;
+        gmtime_r(&t, &tm);
+        std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+        iso_ = buf;
+    }
+
+    std::time_t at_ = 0;
+    std::string local_, iso_;
+};
+
+second_clock& wall_clock() {
+    static second_clock c;
+    return c;
 }
 
-std::string iso_now() {
-    auto t = std::time(nullptr);
-    std::tm tm{};
-    gmtime_r(&t, &tm);
-    char buf[32];
-    std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-    return buf;
-}
+std::string clock_text() { return wall_clock().local(); }
+
+/// One JSON object on one line, its members written in the order given (by the callers:
+/// alphabetical, as the objects nlohmann::json writes for the rarer events). Strings from
+/// peers (paths, methods) are escaped so the line is valid JSON whatever bytes they hold.
+class json_line {
+public:
+    explicit json_line(std::string& out) : out_(out) { out_ += '{'; }
+    json_line& str(std::string_view key, std::string_view value) {
+        name(key);
+        out_ += '"';
+        text::append_json_escaped(out_, value);
+        out_ += '"';
+        return *this;
+    }
+    json_line& num(std::string_view key, long long value) {
+        name(key);
+        out_ += std::to_string(value);
+        return *this;
+    }
+    void end() { out_ += "}\n"; }
+
+private:
+    void name(std::string_view key) {
+        if (!first_)
+            out_ += ',';
+        first_ = false;
+        out_ += '"';
+        out_ += key;  // ours: never needs escaping
+        out_ += "\":";
+    }
+    std::string& out_;
+    bool first_ = true;
+};
 
 std::string human_bytes(std::uint64_t n) {
     char buf[32];
@@ -46,35 +105,28 @@ std::string human_bytes(std::uint64_t n) {
     return buf;
 }
 
-/// Prints what happens, as text lines or one JSON object per event.
+/// Prints what happens, as text lines or one JSON object per event. Stream events are
+/// gathered and written together once the current burst of events has run (a loaded
+/// tunnel reports a line per request); anything else is written at once.
 class line_output final : public forward_output {
 public:
     explicit line_output(bool json_output) : json_(json_output) {}
 
     void attach(boost::asio::any_io_executor ex) override { ex_ = std::move(ex); }
-    void finish() override { std::fflush(stdout); }
+    void finish() override { flush(); }
 
-    /// Stream events (`batched`) are flushed once the current burst of events has run;
-    /// anything else at once.
-    void emit(const std::string& event, json fields, const std::string& text, bool batched = false) {
+    /// A rare event: `fields` as JSON (peer text made valid UTF-8), or `text`.
+    void emit(const std::string& event, json fields, const std::string& line) {
         if (json_) {
             fields["event"] = event;
-            fields["time"] = iso_now();
-            std::printf("%s\n", fields.dump().c_str());
+            fields["time"] = wall_clock().iso();
+            pending_ += fields.dump(-1, ' ', false, json::error_handler_t::replace);
+            pending_ += '\n';
         } else {
-            std::printf("%s\n", text.c_str());
+            pending_ += text::printable(line);
+            pending_ += '\n';
         }
-        if (!batched || !ex_) {
-            std::fflush(stdout);
-            return;
-        }
-        if (flush_posted_)
-            return;
-        flush_posted_ = true;
-        boost::asio::post(ex_, [this] {
-            flush_posted_ = false;
-            std::fflush(stdout);
-        });
+        flush();
     }
 
     void online(const tunnel_properties& p, const std::string& target, const std::string& engine,
@@ -87,6 +139,7 @@ public:
                  "");
             return;
         }
+        flush();  // what happened before comes first
         std::printf("%s\n", again ? "rstream forward: back online" : "rstream forward");
         std::printf("  status       online\n");
         std::printf("  tunnel id    %s\n", p.id.c_str());
@@ -97,42 +150,21 @@ public:
     }
 
     void stream_event(const forward_event& e) override {
-        using k = forward_event::kind;
-        std::string id = e.stream_id.substr(0, 8);
-        switch (e.what) {
-        case k::opened:
-            emit("stream.opened", {{"stream_id", e.stream_id}, {"source_ip", e.source_ip}},
-                 clock_text() + "  stream " + id + "  from " + (e.source_ip.empty() ? "?" : e.source_ip) + "  opened",
-                 true);
-            break;
-        case k::closed:
-            emit("stream.closed",
-                 {{"stream_id", e.stream_id},
-                  {"source_ip", e.source_ip},
-                  {"bytes_in", e.bytes_in},
-                  {"bytes_out", e.bytes_out},
-                  {"duration_ms", e.duration.count()}},
-                 clock_text() + "  stream " + id + "  closed  in " + human_bytes(e.bytes_in) + "  out " +
-                     human_bytes(e.bytes_out) + "  " + std::to_string(e.duration.count()) + " ms",
-                 true);
-            break;
-        case k::target_unreachable:
-            emit("stream.error", {{"stream_id", e.stream_id}, {"source_ip", e.source_ip}, {"error", e.error}},
-                 clock_text() + "  stream " + id + "  closed: " + e.error + " (the tunnel stays up)");
-            break;
-        case k::http_request:
-            emit("http.request",
-                 {{"stream_id", e.stream_id},
-                  {"source_ip", e.source_ip},
-                  {"method", e.http.method},
-                  {"path", e.http.target},
-                  {"status", e.http.status},
-                  {"duration_ms", e.http.duration.count()}},
-                 clock_text() + "  " + e.http.method + " " + e.http.target + "  " + std::to_string(e.http.status) +
-                     "  " + std::to_string(e.http.duration.count()) + " ms",
-                 true);
-            break;
+        if (json_)
+            json_event(e);
+        else
+            text_event(e);
+        if (e.what == forward_event::kind::target_unreachable || !ex_) {
+            flush();
+            return;
         }
+        if (flush_posted_)
+            return;
+        flush_posted_ = true;
+        boost::asio::post(ex_, [this] {
+            flush_posted_ = false;
+            flush();
+        });
     }
 
     void status(const status_event& e) override {
@@ -163,16 +195,97 @@ public:
     }
 
 private:
+    void json_event(const forward_event& e) {
+        using k = forward_event::kind;
+        json_line j(pending_);
+        const std::string& time = wall_clock().iso();
+        switch (e.what) {
+        case k::opened:
+            j.str("event", "stream.opened").str("source_ip", e.source_ip).str("stream_id", e.stream_id);
+            break;
+        case k::closed:
+            j.num("bytes_in", static_cast<long long>(e.bytes_in))
+                .num("bytes_out", static_cast<long long>(e.bytes_out))
+                .num("duration_ms", e.duration.count())
+                .str("event", "stream.closed")
+                .str("source_ip", e.source_ip)
+                .str("stream_id", e.stream_id);
+            break;
+        case k::target_unreachable:
+            j.str("error", e.error)
+                .str("event", "stream.error")
+                .str("source_ip", e.source_ip)
+                .str("stream_id", e.stream_id);
+            break;
+        case k::http_request:
+            j.num("duration_ms", e.http.duration.count())
+                .str("event", "http.request")
+                .str("method", e.http.method)
+                .str("path", e.http.target)
+                .str("source_ip", e.source_ip)
+                .num("status", e.http.status)
+                .str("stream_id", e.stream_id);
+            break;
+        }
+        j.str("time", time).end();
+    }
+
+    void text_event(const forward_event& e) {
+        using k = forward_event::kind;
+        std::string_view id = std::string_view(e.stream_id).substr(0, 8);
+        std::string& o = pending_;
+        o += clock_text();
+        switch (e.what) {
+        case k::opened:
+            o += "  stream ";
+            o += id;
+            o += "  from ";
+            o += e.source_ip.empty() ? "?" : e.source_ip;
+            o += "  opened";
+            break;
+        case k::closed:
+            o += "  stream ";
+            o += id;
+            o += "  closed  in " + human_bytes(e.bytes_in) + "  out " + human_bytes(e.bytes_out) + "  " +
+                 std::to_string(e.duration.count()) + " ms";
+            break;
+        case k::target_unreachable:
+            o += "  stream ";
+            o += id;
+            o += "  closed: " + text::printable(e.error) + " (the tunnel stays up)";
+            break;
+        case k::http_request:
+            o += "  " + text::printable(e.http.method) + " " + text::printable(e.http.target) + "  " +
+                 std::to_string(e.http.status) + "  " + std::to_string(e.http.duration.count()) + " ms";
+            break;
+        }
+        o += '\n';
+    }
+
+    void flush() {
+        if (!pending_.empty()) {
+            std::fwrite(pending_.data(), 1, pending_.size(), stdout);
+            pending_.clear();
+            if (pending_.capacity() > 64 * 1024)
+                std::string().swap(pending_);  // a burst's lines are not kept for the next
+        }
+        std::fflush(stdout);
+    }
+
     bool json_;
     boost::asio::any_io_executor ex_;
     bool flush_posted_ = false;
+    std::string pending_;  // lines not yet written
 };
 
 
-/// The live view: the whole screen is redrawn after each event (events are rare next to
-/// the bytes they describe; a burst redraws once per event, which terminals handle).
+/// The live view: the whole screen is redrawn, at once for a change of status and at most
+/// ten times a second for connections and requests (a loaded tunnel has thousands a
+/// second; the screen shows the counters and the last ten).
 class live_view final : public forward_output {
 public:
+    void attach(boost::asio::any_io_executor ex) override { ex_ = std::move(ex); }
+
     void online(const tunnel_properties& p, const std::string& target, const std::string& engine,
                 const std::string& streams, bool again) override {
         props_ = p;
@@ -201,15 +314,15 @@ public:
             break;
         case k::target_unreachable:
             ++total_;
-            push(clock_text() + "  " + pad(who, 16) + "  " + e.error);
+            push(clock_text() + "  " + pad(who, 16) + "  " + text::printable(e.error));
             break;
         case k::http_request:
             ++requests_;
-            push(clock_text() + "  " + pad(e.http.method, 7) + " " + pad(e.http.target, 32) + " " +
+            push(clock_text() + "  " + pad(text::printable(e.http.method), 7) + " " + pad(text::printable(e.http.target), 32) + " " +
                  std::to_string(e.http.status) + "  " + std::to_string(e.http.duration.count()) + " ms");
             break;
         }
-        render();
+        changed();
     }
 
     void status(const status_event& e) override {
@@ -219,7 +332,7 @@ public:
         else if (e.status == s::reconnecting)
             status_ = "reconnecting in " + std::to_string(e.retry_in.count()) + " ms";
         else if (e.status == s::tunnel_lost || e.status == s::server_message)
-            push(clock_text() + "  " + e.message);
+            push(clock_text() + "  " + text::printable(e.message));
         else
             return;
         render();
@@ -231,9 +344,37 @@ public:
         std::fprintf(stderr, "rstream forward: error: %s\n", message.c_str());
     }
 
-    void finish() override { std::printf("\n"); std::fflush(stdout); }
+    void finish() override {
+        if (render_pending_)
+            render();  // the last counts
+        std::printf("\n");
+        std::fflush(stdout);
+    }
 
 private:
+    using clock = std::chrono::steady_clock;
+    static constexpr clock::duration render_interval = std::chrono::milliseconds(100);
+
+    /// Connections or requests changed: redraw now, or once the interval since the last
+    /// redraw has passed.
+    void changed() {
+        auto now = clock::now();
+        if (!ex_ || now - last_render_ >= render_interval) {
+            render();
+            return;
+        }
+        if (render_pending_)
+            return;
+        render_pending_ = true;
+        // The timer lives in its handler: nothing here outlives the io_context.
+        auto timer = std::make_shared<boost::asio::steady_timer>(ex_, last_render_ + render_interval);
+        timer->async_wait([this, timer](boost::system::error_code ec) {
+            if (ec || !render_pending_)
+                return;
+            render();
+        });
+    }
+
     static std::string pad(std::string s, std::size_t n) {
         if (s.size() < n)
             s.append(n - s.size(), ' ');
@@ -247,6 +388,8 @@ private:
     }
 
     void render() {
+        render_pending_ = false;
+        last_render_ = clock::now();
         std::string out = "\x1b[H\x1b[2J";  // home, clear screen
         out += "rstream forward                                        (Ctrl-C to quit)\n\n";
         out += "Status        " + status_ + "\n";
@@ -269,6 +412,9 @@ private:
     std::string target_, engine_, streams_, status_ = "connecting";
     std::uint64_t open_ = 0, total_ = 0, bytes_in_ = 0, bytes_out_ = 0, requests_ = 0;
     std::deque<std::string> recent_;
+    boost::asio::any_io_executor ex_;
+    clock::time_point last_render_{};
+    bool render_pending_ = false;
 };
 
 } // namespace

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # On a terminal, `rstream forward` shows a live view (status, forwarding address, counters,
-# the last connections), redrawn as connections come and go; Ctrl-C ends it with exit 0.
+# the last connections), redrawn as connections come and go (at most ten times a second, and
+# always with the latest counts once a burst is over); Ctrl-C ends it with exit 0.
 source "$(dirname "$0")/lib.sh"
 need_cmd tmux
 need_cmd socat
@@ -33,6 +34,13 @@ for i in 1 2 3; do
 done
 wait_for 30 "the counters to show 3 connections" screen_has 'total 3 '
 [[ $(screen | grep -c '127\.0\.0\.1 .* in 6 B') -ge 3 ]] || fail "recent connections missing: $(screen)"
+
+check "a burst of connections (faster than the view redraws) ends with the view showing all of them"
+for i in $(seq 1 40); do
+    printf 'b%s\n' "$i" | timeout 10 socat - "TCP:127.0.0.1:$PUBPORT" >/dev/null || fail "connection $i of the burst failed"
+done
+wait_for 30 "the counters to show 43 connections" screen_has 'total 43 '
+screen_has 'open 0 ' || fail "connections still counted open after the burst: $(screen)"
 
 check "Ctrl-C ends the live view with exit code 0"
 tmux send-keys -t "$SESSION" C-c

@@ -67,3 +67,48 @@ TEST_CASE("bytes that are not HTTP make the observer give up quietly") {
     r.rsp("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
     CHECK(r.seen.empty());
 }
+
+TEST_CASE("a head cut anywhere, with the body and the next request behind it in the same read") {
+    // The observer parses bytes where they arrive and keeps only the part of a head that a
+    // read boundary cut; every cut must give the same exchanges.
+    std::string body(70000, 'b');
+    std::string requests = "POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 70000\r\n\r\n" + body +
+                           "GET /next?q=1 HTTP/1.1\r\nHost: x\r\n\r\n";
+    std::string responses = "HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok"
+                            "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n";
+    auto head_end = requests.find("\r\n\r\n") + 4;
+    for (std::size_t cut : {std::size_t{1}, std::size_t{17}, head_end - 1, head_end, head_end + 1,
+                            head_end + body.size(), head_end + body.size() + 20, requests.size() - 1}) {
+        CAPTURE(cut);
+        recorder r;
+        r.req(requests.substr(0, cut));
+        r.req(requests.substr(cut));
+        r.rsp(responses.substr(0, cut % responses.size()));
+        r.rsp(responses.substr(cut % responses.size()));
+        REQUIRE(r.seen.size() == 2);
+        CHECK(r.seen[0].method == "POST");
+        CHECK(r.seen[0].target == "/up");
+        CHECK(r.seen[0].status == 201);
+        CHECK(r.seen[1].method == "GET");
+        CHECK(r.seen[1].target == "/next?q=1");
+        CHECK(r.seen[1].status == 404);
+    }
+}
+
+TEST_CASE("a large body passes in reads of any size and the exchange after it is still seen") {
+    recorder r;
+    r.req("GET /big HTTP/1.1\r\nHost: x\r\n\r\nGET /after HTTP/1.1\r\nHost: x\r\n\r\n");
+    r.rsp("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+    std::string chunk = "4000\r\n" + std::string(0x4000, 'x') + "\r\n";
+    std::string all;
+    for (int i = 0; i < 64; ++i)  // 1 MiB of chunks
+        all += chunk;
+    all += "0\r\n\r\nHTTP/1.1 304 Not Modified\r\n\r\n";
+    for (std::size_t at = 0, n = 1; at < all.size(); at += n, n = n * 3 + 1)
+        r.rsp(all.substr(at, n));
+    REQUIRE(r.seen.size() == 2);
+    CHECK(r.seen[0].target == "/big");
+    CHECK(r.seen[0].status == 200);
+    CHECK(r.seen[1].target == "/after");
+    CHECK(r.seen[1].status == 304);
+}

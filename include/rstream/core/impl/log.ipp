@@ -1,6 +1,7 @@
 #pragma once
 
 #include <rstream/core/log.hpp>
+#include <rstream/core/text.hpp>
 
 #include <chrono>
 #include <cstdio>
@@ -39,7 +40,8 @@ bool needs_quotes(std::string_view v) {
     if (v.empty())
         return true;
     for (char c : v)
-        if (c == ' ' || c == '"' || c == '=' || static_cast<unsigned char>(c) < 0x20)
+        if (c == ' ' || c == '"' || c == '=' || static_cast<unsigned char>(c) < 0x20 ||
+            static_cast<unsigned char>(c) >= 0x7F)
             return true;
     return false;
 }
@@ -62,24 +64,7 @@ bool parse_level(std::string_view s, level& out) noexcept {
 
 std::string json_escape(std::string_view s) {
     std::string out;
-    out.reserve(s.size() + 8);
-    for (unsigned char c : s) {
-        switch (c) {
-        case '"': out += "\\\""; break;
-        case '\\': out += "\\\\"; break;
-        case '\n': out += "\\n"; break;
-        case '\r': out += "\\r"; break;
-        case '\t': out += "\\t"; break;
-        default:
-            if (c < 0x20) {
-                char buf[8];
-                std::snprintf(buf, sizeof buf, "\\u%04x", c);
-                out += buf;
-            } else {
-                out += static_cast<char>(c);
-            }
-        }
-    }
+    text::append_json_escaped(out, s);
     return out;
 }
 

@@ -7,6 +7,7 @@
 
 #include <deque>
 #include <optional>
+#include <string_view>
 
 namespace rstream {
 
@@ -45,7 +46,9 @@ private:
     void on_finish_impl(boost::system::error_code&) override {}
 };
 
-/// Feeds a parser from a growing buffer; `done` is called for each complete message.
+/// Feeds a parser the bytes of one direction as they pass; `on_done` is called for each
+/// complete message. Bytes are parsed where they are: only a part the parser cannot take
+/// yet (a head cut by a read boundary) is kept, and parsed again with what follows.
 template <bool isRequest>
 struct message_stream {
     std::optional<start_line_parser<isRequest>> parser;
@@ -54,10 +57,31 @@ struct message_stream {
 
     template <class OnHeader, class OnDone>
     void feed(const void* data, std::size_t size, OnHeader&& on_header, OnDone&& on_done) {
-        if (broken)
+        if (broken || size == 0)
             return;
-        pending.append(static_cast<const char*>(data), size);
-        while (!pending.empty()) {
+        std::string_view in(static_cast<const char*>(data), size);
+        if (pending.empty()) {
+            std::size_t used = parse(in, on_header, on_done);
+            if (!broken && used < in.size())
+                pending.assign(in.substr(used));
+            return;
+        }
+        pending.append(in);
+        std::size_t used = parse(pending, on_header, on_done);
+        if (broken)
+            pending.clear();
+        else
+            pending.erase(0, used);
+    }
+
+private:
+    /// Parses what it can of `in`; returns how many bytes the parser took. Sets `broken`
+    /// (and then the return value does not matter) when the bytes are not HTTP/1.1 as we
+    /// know it, or when `on_done` says to stop watching.
+    template <class OnHeader, class OnDone>
+    std::size_t parse(std::string_view in, OnHeader& on_header, OnDone& on_done) {
+        std::size_t at = 0;
+        while (at < in.size()) {
             if (!parser) {
                 parser.emplace();
                 parser->eager(true);
@@ -67,33 +91,28 @@ struct message_stream {
             }
             bool had_header = parser->is_header_done();
             boost::system::error_code ec;
-            std::size_t used = parser->put(boost::asio::buffer(pending), ec);
-            if (ec == http::error::need_more) {
-                pending.erase(0, used);
-                if (!had_header && parser->is_header_done())
-                    on_header(*parser, false);
-                return;
-            }
-            if (ec) {
+            std::size_t used = parser->put(boost::asio::buffer(in.data() + at, in.size() - at), ec);
+            at += used;
+            if (ec && ec != http::error::need_more) {
                 broken = true;  // not HTTP/1.1 as we know it: stop watching
-                pending.clear();
-                return;
+                return at;
             }
-            pending.erase(0, used);
             if (!had_header && parser->is_header_done())
                 on_header(*parser, false);
+            if (ec == http::error::need_more)
+                return at;
             if (parser->is_done()) {
                 bool keep_going = on_done(*parser);
                 parser.reset();
                 if (!keep_going) {
                     broken = true;
-                    pending.clear();
-                    return;
+                    return at;
                 }
             } else if (used == 0) {
-                return;
+                return at;
             }
         }
+        return at;
     }
 };
 
