@@ -25,6 +25,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstring>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -96,6 +97,13 @@ void abort_stream(Stream& s) {
 /// come from block_pool: a relay takes one when its source has bytes and gives it back once
 /// they are written, so an idle stream holds none.
 inline constexpr std::size_t pooled_relay_buffer = large_block;
+
+/// This thread's scratch block for short reads (see relay_op::read_short): the bytes are
+/// copied out of it before anything else runs on the thread.
+inline std::uint8_t* relay_scratch() {
+    thread_local const std::unique_ptr<std::uint8_t[]> block(new std::uint8_t[small_block]);
+    return block.get();
+}
 
 /// Starts a wait until a read of `s` would find something, where the stream can tell (a
 /// socket, a TLS stream, a byte_stream); completes at once (posted) otherwise. `handler` gets
@@ -214,8 +222,9 @@ private:
         // read is tried at once, without a readiness wait: in bulk, most reads then cost one
         // system call and no reactor round. Otherwise the direction waits first and holds no
         // buffer while it waits, so an idle stream costs no buffer. A direction whose last
-        // read was small (a request, a reply, or nothing yet) reads into a small block: a
-        // burst of such streams becoming readable at once then holds small blocks.
+        // read was small (a request, a reply, or nothing yet) reads into the thread's scratch
+        // block and keeps only a block sized to what came (read_short): a burst of such
+        // streams becoming readable at once then takes no buffer per stream in advance.
         bool flowing = false;
         bool large = false;
         std::optional<pooled_block> buf;
@@ -361,6 +370,8 @@ private:
     template <int I>
     void buffered_read() {
         auto& d = dir<I>();
+        if (!d.large && read_short<I>())
+            return;
         d.buf.emplace(d.large ? buffer_size_ : small_size_);
         d.n = 0;
         d.from.async_read_some(asio::buffer(d.buf->data(), d.buf->size()),
@@ -368,6 +379,32 @@ private:
                                    self.dir<I>().n = n;
                                    self.after_read<I>(rec);
                                }));
+    }
+
+    /// A direction whose last read was small, just seen readable: reads what is there into
+    /// this thread's scratch block and keeps a block only for the bytes that came (none at
+    /// the end of the data). Many streams that become readable together, as when many
+    /// clients leave at once, then take no buffer each before their reads have run. False
+    /// when the source cannot read without waiting (the caller then waits in a read).
+    template <int I>
+    bool read_short() {
+        auto& d = dir<I>();
+        std::uint8_t* scratch = relay_scratch();
+        boost::system::error_code ec;
+        const std::size_t n = try_read(d.from, asio::buffer(scratch, small_size_), ec);
+        if (n == 0 && (ec == asio::error::would_block || ec == asio::error::try_again))
+            return false;
+        d.n = n;
+        d.flowing = n >= small_size_ / 2;
+        d.large = d.flowing;
+        if (n == 0) {
+            after_data<I>(ec);
+            return true;
+        }
+        d.buf.emplace(pooled_size_for(n));
+        std::memcpy(d.buf->data(), scratch, n);
+        write_read<I>(ec);
+        return true;
     }
 
     template <int I>
@@ -379,6 +416,13 @@ private:
             d.buf.reset();
             return after_data<I>(ec);
         }
+        write_read<I>(ec);
+    }
+
+    /// Writes the d.n bytes read into d.buf; `ec` is what the read ended with.
+    template <int I>
+    void write_read(boost::system::error_code ec) {
+        auto& d = dir<I>();
         if (d.tap)
             d.tap(d.buf->data(), d.n);
         d.read_ec = ec;

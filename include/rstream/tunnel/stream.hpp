@@ -64,6 +64,12 @@ public:
         return s_.async_shutdown_send(std::forward<Token>(token));
     }
 
+    /// Reads what the stream holds without waiting: 0 with would_block when a read would
+    /// wait; otherwise as async_read_some (see byte_stream::impl::try_read_some).
+    std::size_t try_read_some(boost::asio::mutable_buffer buffer, boost::system::error_code& ec) {
+        return s_.try_read_some(buffer, ec);
+    }
+
     /// Bytes held and room to send in place, for relays (see byte_stream::impl::peek and
     /// byte_stream::impl::prepare).
     const_buffers peek() { return s_.peek(); }
