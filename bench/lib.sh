@@ -169,6 +169,11 @@ rss_kib() {
     awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null
 }
 
+# hwm_kib PID: the most resident memory PID has held (VmHWM, KiB); empty when it is gone.
+hwm_kib() {
+    awk '/^VmHWM:/ { print $2 }' "/proc/$1/status" 2>/dev/null
+}
+
 # fd_count PID: how many descriptors PID holds (empty when it is gone).
 fd_count() {
     [[ -d /proc/$1/fd ]] || return 0

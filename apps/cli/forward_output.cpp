@@ -318,7 +318,8 @@ public:
             break;
         case k::http_request:
             ++requests_;
-            push(clock_text() + "  " + pad(text::printable(e.http.method), 7) + " " + pad(text::printable(e.http.target), 32) + " " +
+            push(clock_text() + "  " + pad(text::printable(e.http.method), 7) + " " +
+                 pad(text::printable(e.http.target), 32) + " " +
                  std::to_string(e.http.status) + "  " + std::to_string(e.http.duration.count()) + " ms");
             break;
         }
@@ -328,7 +329,7 @@ public:
     void status(const status_event& e) override {
         using s = channel_status;
         if (e.status == s::disconnected)
-            status_ = "reconnecting: " + e.message;
+            status_ = "reconnecting: " + text::printable(e.message);
         else if (e.status == s::reconnecting)
             status_ = "reconnecting in " + std::to_string(e.retry_in.count()) + " ms";
         else if (e.status == s::tunnel_lost || e.status == s::server_message)
